@@ -1,0 +1,276 @@
+"""The HTTP API: aiohttp.web routes over a :class:`NodeService`, JSON in and out.
+
+Errors map to statuses in one place, :func:`error_response`; every error body is
+``{"error": {"code": ..., "message": ...}}``. Keys are decoded from the raw request path by
+:func:`vvstore.codec.decode_key`, so ``/``, ``%``, ``+``, spaces and any Unicode round-trip.
+Bodies are read up to the route's limit and no further. No malformed request, however
+malformed, may produce a 5xx: a 500 here is a bug, logged with its traceback.
+
+This module must never touch SQLite or speak to other nodes itself; it only calls the service.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from vvstore.clock import VersionVector
+from vvstore.codec import (
+    Notice,
+    Page,
+    PullRequest,
+    counter_body,
+    decode_batch,
+    decode_increment,
+    decode_key,
+    decode_notice,
+    decode_pull_request,
+    encode_page,
+)
+from vvstore.counter import CounterState
+from vvstore.errors import (
+    CodecError,
+    ConflictingEntry,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    Overflow,
+    PayloadTooLarge,
+    RequestError,
+    Unauthorized,
+    Unavailable,
+    VVStoreError,
+)
+
+__all__ = [
+    "BATCH_BODY_LIMIT",
+    "COUNTER_BODY_LIMIT",
+    "SERVICE",
+    "SYNC_BODY_LIMIT",
+    "NodeService",
+    "create_app",
+    "error_response",
+]
+
+log = logging.getLogger(__name__)
+
+COUNTER_BODY_LIMIT = 64 * 1024
+BATCH_BODY_LIMIT = 1024 * 1024
+SYNC_BODY_LIMIT = 2 * 1024 * 1024
+COUNTERS_PREFIX = "/counters/"
+
+
+class NodeService(Protocol):
+    """What the HTTP API needs from a node (the node module provides it; tests may fake it)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def max_vector_actors(self) -> int: ...
+
+    async def increment(self, key: str, amount: int) -> CounterState: ...
+
+    async def reset(self, key: str) -> CounterState: ...
+
+    async def batch(self, items: Sequence[tuple[str, int]]) -> list[CounterState]: ...
+
+    async def read(self, key: str) -> CounterState: ...
+
+    async def list_counters(
+        self, *, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[tuple[str, CounterState]], str | None]: ...
+
+    async def status(self) -> dict[str, Any]: ...
+
+    async def serve_pull(self, request: PullRequest) -> Page: ...
+
+    async def receive_notice(self, notice: Notice) -> VersionVector: ...
+
+
+SERVICE = web.AppKey("service", NodeService)
+
+_STATUS: dict[type[VVStoreError], int] = {
+    InvalidRequest: 400,
+    CodecError: 400,
+    Unauthorized: 401,
+    NotFound: 404,
+    MethodNotAllowed: 405,
+    ConflictingEntry: 409,
+    PayloadTooLarge: 413,
+    Overflow: 422,
+    Unavailable: 503,
+}
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(exc: VVStoreError) -> web.Response:
+    """The one place that maps an error to an HTTP status and a JSON body."""
+    status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), None)
+    if status is None:
+        status = 400 if isinstance(exc, RequestError) else 503
+    headers = None
+    if isinstance(exc, Unavailable) and exc.retry_after is not None:
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    return _json({"error": {"code": exc.code, "message": exc.message}}, status, headers)
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except VVStoreError as exc:
+        return error_response(exc)
+    except web.HTTPNotFound:
+        return error_response(NotFound(f"no route for {request.method} {request.path}"))
+    except web.HTTPMethodNotAllowed:
+        return error_response(
+            MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(PayloadTooLarge("the request body is too large"))
+    except web.HTTPException as exc:
+        if exc.status >= 500:
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return _json({"error": {"code": code, "message": exc.text or exc.reason}}, exc.status)
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    """Read the body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
+    data = bytearray()
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
+
+
+def _key(request: web.Request) -> str:
+    raw = request.raw_path.split("?", 1)[0]
+    if not raw.startswith(COUNTERS_PREFIX):
+        raise NotFound(f"no route for {request.method} {request.path}")
+    return decode_key(raw[len(COUNTERS_PREFIX) :])
+
+
+def _service(request: web.Request) -> NodeService:
+    return request.app[SERVICE]
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json({"status": "ok", "node": _service(request).node_id})
+
+
+async def status(request: web.Request) -> web.Response:
+    return _json(await _service(request).status())
+
+
+async def get_counter(request: web.Request) -> web.Response:
+    key = _key(request)
+    state = await _service(request).read(key)
+    return _json(counter_body(key, state, siblings=True))
+
+
+async def post_counter(request: web.Request) -> web.Response:
+    key = _key(request)
+    amount = decode_increment(await _body(request, COUNTER_BODY_LIMIT))
+    state = await _service(request).increment(key, amount)
+    return _json(counter_body(key, state, siblings=False))
+
+
+async def delete_counter(request: web.Request) -> web.Response:
+    key = _key(request)
+    if await _body(request, COUNTER_BODY_LIMIT):
+        raise InvalidRequest("DELETE takes no body")
+    service = _service(request)
+    state = await service.read(key)
+    if len(state):
+        state = await service.reset(key)
+    return _json(counter_body(key, state, siblings=True))
+
+
+def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter(s): {', '.join(unknown)}")
+    if len(request.query) != len(set(request.query)):
+        raise InvalidRequest("a query parameter is given twice")
+    return dict(request.query)
+
+
+async def list_counters(request: web.Request) -> web.Response:
+    query = _query(request, {"prefix", "limit", "after"})
+    raw_limit = query.get("limit", "100")
+    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise InvalidRequest(f"limit must be an integer from 1 to 1000, got {raw_limit!r}")
+    counters, cursor = await _service(request).list_counters(
+        prefix=query.get("prefix", ""), after=query.get("after"), limit=int(raw_limit)
+    )
+    return _json(
+        {"counters": [{"key": k, "value": s.value()} for k, s in counters], "next": cursor}
+    )
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    items = decode_batch(await _body(request, BATCH_BODY_LIMIT))
+    states = await _service(request).batch(items)
+    return _json(
+        {
+            "results": [
+                counter_body(key, state, siblings=False)
+                for (key, _), state in zip(items, states, strict=True)
+            ]
+        }
+    )
+
+
+async def sync_pull(request: web.Request) -> web.Response:
+    service = _service(request)
+    pull = decode_pull_request(
+        await _body(request, SYNC_BODY_LIMIT), max_actors=service.max_vector_actors
+    )
+    page = await service.serve_pull(pull)
+    return web.Response(body=encode_page(page), content_type="application/json")
+
+
+async def sync_notice(request: web.Request) -> web.Response:
+    service = _service(request)
+    notice = decode_notice(
+        await _body(request, SYNC_BODY_LIMIT), max_actors=service.max_vector_actors
+    )
+    vector = await service.receive_notice(notice)
+    return _json({"node": service.node_id, "vector": vector.to_dict()})
+
+
+def create_app(service: NodeService) -> web.Application:
+    """The aiohttp application for ``service``. Background work is the caller's (node.py)."""
+    app = web.Application(middlewares=[_errors], client_max_size=SYNC_BODY_LIMIT)
+    app[SERVICE] = service
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_get("/counters", list_counters)
+    app.router.add_get("/counters/{key:.+}", get_counter)
+    app.router.add_post("/counters/{key:.+}", post_counter)
+    app.router.add_delete("/counters/{key:.+}", delete_counter)
+    app.router.add_post("/batch", post_batch)
+    app.router.add_post("/sync/pull", sync_pull)
+    app.router.add_post("/sync/notice", sync_notice)
+    return app

@@ -1,0 +1,132 @@
+"""The ``vvstore`` command line: a thin shell over the library.
+
+Each ``serve`` flag maps to one :class:`~vvstore.config.NodeConfig` field. Errors are turned
+into one clear line on standard error and a non-zero exit status here, and only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from vvstore import __version__
+from vvstore.client import Client
+from vvstore.config import NodeConfig
+from vvstore.errors import VVStoreError
+
+__all__ = ["main"]
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vvstore", description="A multi-master counter store with version-vector entries."
+    )
+    parser.add_argument("--version", action="version", version=f"vvstore {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run a node")
+    serve.add_argument("--node-id", required=True, help="this node's name, [A-Za-z0-9_-]{1,40}")
+    serve.add_argument("--data-dir", required=True, help="directory for the SQLite database")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
+    serve.add_argument("--port", type=int, default=8080, help="TCP port; 0 picks a free one")
+    serve.add_argument(
+        "--durability",
+        choices=("full", "normal"),
+        default="full",
+        help="full: survives power loss; normal: survives a process crash, not a power loss",
+    )
+    serve.add_argument(
+        "--peer", action="append", default=[], metavar="URL", help="another node (repeatable)"
+    )
+    serve.add_argument(
+        "--sync-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between anti-entropy rounds with each peer (default 1)",
+    )
+    serve.add_argument(
+        "--backoff-cap",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="longest backoff on a failing peer (default 2)",
+    )
+    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    for name, help_text in (("incr", "add to a counter"), ("get", "read a counter")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("key")
+        if name == "incr":
+            sub.add_argument("amount", nargs="?", type=int, default=1)
+        sub.add_argument("--url", default=DEFAULT_URL, help=f"node URL (default {DEFAULT_URL})")
+    status = commands.add_parser("status", help="show a node's vector and peers")
+    status.add_argument("--url", default=DEFAULT_URL, help=f"node URL (default {DEFAULT_URL})")
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    return parser
+
+
+def _status_table(status: dict[str, Any]) -> str:
+    lines = [
+        f"node     {status['node']}",
+        f"actor    {status['actor']}",
+        f"version  {json.dumps(status['version'], sort_keys=True)}",
+    ]
+    peers = status.get("peers") or []
+    if peers:
+        lines.append("")
+        lines.append(f"{'peer':<28} {'node':<12} {'reachable':<9} {'behind':>7}  last error")
+        for peer in peers:
+            lines.append(
+                f"{peer['url']:<28} {peer['node'] or '?':<12} {peer['reachable']!s:<9} "
+                f"{peer['behind']:>7}  {peer['last_error'] or '-'}"
+            )
+    return "\n".join(lines)
+
+
+async def _client_command(args: argparse.Namespace) -> int:
+    async with Client(args.url) as client:
+        if args.command == "incr":
+            print(json.dumps(await client.increment(args.key, args.amount), ensure_ascii=False))
+        elif args.command == "get":
+            print(json.dumps(await client.get(args.key), ensure_ascii=False))
+        else:
+            status = await client.status()
+            print(json.dumps(status) if args.json else _status_table(status))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; return the process exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            from vvstore.node import serve
+
+            logging.basicConfig(
+                level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+            )
+            config = NodeConfig(
+                node_id=args.node_id,
+                data_dir=args.data_dir,
+                host=args.host,
+                port=args.port,
+                durability=args.durability,
+                peers=tuple(args.peer),
+                sync_interval=args.sync_interval,
+                backoff_cap=args.backoff_cap,
+            )
+            return asyncio.run(serve(config))
+        return asyncio.run(_client_command(args))
+    except VVStoreError as exc:
+        print(f"vvstore: error: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,434 @@
+"""The JSON shapes of everything that crosses the process boundary, and their validation.
+
+Two families live here:
+
+* the public HTTP API: counter keys taken from raw URL paths, request bodies, reply bodies;
+* the sync protocol between nodes: pull requests, pages of entries and write notices, each
+  carrying ``"v": FORMAT_VERSION``.
+
+Every decoder validates fully before returning (types, ranges, sizes, id formats), so nothing
+half-checked reaches the store. Decoders of client input raise :class:`InvalidRequest` or
+:class:`Overflow`; decoders of peer payloads raise :class:`UnsupportedVersion` or
+:class:`MalformedPayload`. Booleans, floats and numeric strings are never integers here.
+
+Pure core: standard library, :mod:`vvstore.clock`, :mod:`vvstore.counter` and
+:mod:`vvstore.errors` only; no I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from vvstore.clock import MAX_COUNTER, VersionVector
+from vvstore.config import NODE_ID_RE
+from vvstore.counter import INT64_MAX, INT64_MIN, CounterState, Entry, Floor
+from vvstore.errors import (
+    ClockError,
+    InvalidRequest,
+    MalformedPayload,
+    Overflow,
+    UnsupportedVersion,
+)
+
+__all__ = [
+    "ACTOR_ID_RE",
+    "FORMAT_VERSION",
+    "MAX_KEY_BYTES",
+    "Notice",
+    "Page",
+    "PullRequest",
+    "counter_body",
+    "decode_batch",
+    "decode_increment",
+    "decode_key",
+    "decode_notice",
+    "decode_page",
+    "decode_pull_request",
+    "encode_entry",
+    "encode_notice",
+    "encode_page",
+    "encode_pull_request",
+    "entry_size",
+    "make_actor_id",
+    "read_body",
+    "validate_key",
+]
+
+#: Version of the sync payloads. Append-only: a node refuses a version it does not know.
+FORMAT_VERSION = 1
+MAX_KEY_BYTES = 256
+ACTOR_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,40}~[0-9a-f]{16}")
+
+Cursor = tuple[str, int]
+
+
+def make_actor_id(node_id: str, token: int) -> str:
+    """The actor id ``<node id>~<16 lowercase hex>`` for a 64-bit random ``token``."""
+    return f"{node_id}~{token & (2**64 - 1):016x}"
+
+
+# --- public API: keys and bodies ---------------------------------------------------------
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a valid counter key, else raise :class:`InvalidRequest`.
+
+    A key is 1 to 256 bytes of UTF-8, has no control character (category Cc), and is not
+    ``.`` or ``..``.
+    """
+    if not isinstance(key, str):
+        raise InvalidRequest("key must be a string")
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidRequest("key must be valid UTF-8 (no lone surrogates)") from None
+    if not 1 <= size <= MAX_KEY_BYTES:
+        raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
+    if key in (".", ".."):
+        raise InvalidRequest("key must not be '.' or '..'")
+    if any(unicodedata.category(ch) == "Cc" for ch in key):
+        raise InvalidRequest("key must not contain control characters")
+    return key
+
+
+def decode_key(raw: str) -> str:
+    """Decode a key from its percent-encoded URL path segment, exactly.
+
+    ``+`` stays ``+``; ``%2F`` becomes ``/``; invalid UTF-8 is refused.
+
+    :raises InvalidRequest: for invalid UTF-8 or an invalid key.
+    """
+    try:
+        key = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("key is not valid UTF-8 once percent-decoded") from None
+    return validate_key(key)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def read_body(body: bytes) -> Any:
+    """Parse a JSON body strictly (no NaN or Infinity).
+
+    :raises ValueError: for anything that is not valid JSON (including absurd nesting).
+    """
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8") from None
+
+
+def _client_json(body: bytes) -> Any:
+    try:
+        return read_body(body)
+    except ValueError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _amount(value: object, where: str) -> int:
+    if not _is_int(value):
+        raise InvalidRequest(f"{where}amount must be an integer, got {type(value).__name__}")
+    assert isinstance(value, int)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise Overflow(f"{where}amount {value} is outside the 64-bit signed range")
+    return value
+
+
+def _fields(obj: object, allowed: set[str], where: str) -> Mapping[str, Any]:
+    if not isinstance(obj, dict):
+        raise InvalidRequest(f"{where}must be a JSON object")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise InvalidRequest(f"{where}has unknown field(s): {', '.join(unknown)}")
+    return obj
+
+
+def decode_increment(body: bytes) -> int:
+    """The amount of ``POST /counters/{key}``: ``{"amount": int}``; empty body or ``{}`` is 1."""
+    if not body.strip():
+        return 1
+    obj = _fields(_client_json(body), {"amount"}, "body ")
+    return _amount(obj["amount"], "") if "amount" in obj else 1
+
+
+def decode_batch(body: bytes, *, max_items: int = 1000) -> list[tuple[str, int]]:
+    """The items of ``POST /batch``: ``{"increments": [{"key", "amount"}, ...]}``."""
+    obj = _fields(_client_json(body), {"increments"}, "body ")
+    items = obj.get("increments")
+    if not isinstance(items, list):
+        raise InvalidRequest("body must have an 'increments' list")
+    if not 1 <= len(items) <= max_items:
+        raise InvalidRequest(f"'increments' must hold 1 to {max_items} items, got {len(items)}")
+    out: list[tuple[str, int]] = []
+    for i, item in enumerate(items):
+        where = f"increments[{i}] "
+        fields = _fields(item, {"key", "amount"}, where)
+        if "key" not in fields:
+            raise InvalidRequest(f"{where}needs a 'key'")
+        key = fields["key"]
+        try:
+            validate_key(key)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"{where}{exc.message}") from None
+        amount = _amount(fields["amount"], where) if "amount" in fields else 1
+        out.append((key, amount))
+    return out
+
+
+def counter_body(key: str, state: CounterState, *, siblings: bool) -> dict[str, Any]:
+    """The reply body for one key: key, value, version (and siblings for reads)."""
+    body: dict[str, Any] = {
+        "key": key,
+        "value": state.value(),
+        "version": state.version().to_dict(),
+    }
+    if siblings:
+        body["siblings"] = [
+            {"node": s.actor, "seq": s.seq, "value": s.value} for s in state.siblings()
+        ]
+    return body
+
+
+# --- sync protocol -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    """Ask a node for every entry with ``(actor, seq) > cursor`` and ``seq > vector[actor]``.
+
+    ``snapshot`` is the responder's vector from the round's first page, echoed on later pages.
+    """
+
+    vector: VersionVector
+    cursor: Cursor | None = None
+    snapshot: VersionVector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a pull: the responder's identity and committed vector, and entries."""
+
+    node: str
+    actor: str
+    vector: VersionVector
+    entries: tuple[tuple[str, Entry], ...]
+    next: Cursor | None
+
+    @property
+    def last(self) -> bool:
+        return self.next is None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A debounced write notice: the sender's node-level vector, nothing else."""
+
+    node: str
+    actor: str
+    vector: VersionVector
+
+
+def _check_version(obj: object) -> Mapping[str, Any]:
+    if not isinstance(obj, dict):
+        raise MalformedPayload("payload must be a JSON object")
+    version = obj.get("v")
+    if not _is_int(version):
+        raise MalformedPayload("payload must carry an integer format version 'v'")
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersion(
+            f"format version {version} is not supported (this node speaks {FORMAT_VERSION})"
+        )
+    return obj
+
+
+def _peer_json(body: bytes) -> Mapping[str, Any]:
+    try:
+        obj = read_body(body)
+    except ValueError as exc:
+        raise MalformedPayload(f"payload is not valid JSON: {exc}") from None
+    return _check_version(obj)
+
+
+def _exact_fields(obj: Mapping[str, Any], required: set[str]) -> None:
+    missing = sorted(required - set(obj))
+    unknown = sorted(set(obj) - required - {"v"})
+    if missing or unknown:
+        raise MalformedPayload(f"payload fields: missing {missing}, unknown {unknown}")
+
+
+def _actor(value: object, what: str) -> str:
+    if not isinstance(value, str) or not ACTOR_ID_RE.fullmatch(value):
+        raise MalformedPayload(f"{what} must be an actor id '<node id>~<16 hex>', got {value!r}")
+    return value
+
+
+def _seq(value: object, what: str, *, low: int = 1) -> int:
+    if not _is_int(value) or not low <= value <= MAX_COUNTER:  # type: ignore[operator]
+        raise MalformedPayload(f"{what} must be an int in [{low}, 2**63-1], got {value!r}")
+    assert isinstance(value, int)
+    return value
+
+
+def _total(value: object, what: str) -> int:
+    if not _is_int(value) or not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+        raise MalformedPayload(f"{what} must be a 64-bit signed int, got {value!r}")
+    assert isinstance(value, int)
+    return value
+
+
+def _vector(value: object, what: str, max_actors: int) -> VersionVector:
+    if not isinstance(value, dict):
+        raise MalformedPayload(f"{what} must be an object of actor id -> seq")
+    if len(value) > max_actors:
+        raise MalformedPayload(f"{what} has {len(value)} actors, more than {max_actors}")
+    for actor in value:
+        _actor(actor, f"{what} id")
+    try:
+        return VersionVector.from_dict(value)
+    except ClockError as exc:
+        raise MalformedPayload(f"{what}: {exc}") from None
+
+
+def _cursor(value: object) -> Cursor | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise MalformedPayload("cursor must be null or [actor id, seq]")
+    return (_actor(value[0], "cursor actor"), _seq(value[1], "cursor seq", low=0))
+
+
+def encode_pull_request(request: PullRequest) -> bytes:
+    body: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "vector": request.vector.to_dict(),
+        "cursor": list(request.cursor) if request.cursor is not None else None,
+        "snapshot": request.snapshot.to_dict() if request.snapshot is not None else None,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_pull_request(body: bytes, *, max_actors: int) -> PullRequest:
+    obj = _peer_json(body)
+    _exact_fields(obj, {"vector", "cursor", "snapshot"})
+    snapshot = obj["snapshot"]
+    return PullRequest(
+        vector=_vector(obj["vector"], "vector", max_actors),
+        cursor=_cursor(obj["cursor"]),
+        snapshot=None if snapshot is None else _vector(snapshot, "snapshot", max_actors),
+    )
+
+
+def encode_entry(key: str, entry: Entry) -> list[Any]:
+    """An entry on the wire: ``[actor, seq, key, total, {actor: [seq, total]}]``."""
+    floors = {a: [f.seq, f.total] for a, f in sorted(entry.floors.items())}
+    return [entry.actor, entry.seq, key, entry.total, floors]
+
+
+def entry_size(key: str, entry: Entry) -> int:
+    """Bytes ``entry`` takes in a page (used to bound pages by size)."""
+    return len(json.dumps(encode_entry(key, entry), separators=(",", ":"), ensure_ascii=False)) + 1
+
+
+def encode_page(page: Page) -> bytes:
+    body = {
+        "v": FORMAT_VERSION,
+        "node": page.node,
+        "actor": page.actor,
+        "vector": page.vector.to_dict(),
+        "entries": [encode_entry(key, entry) for key, entry in page.entries],
+        "next": list(page.next) if page.next is not None else None,
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _entry(value: object, i: int, max_actors: int) -> tuple[str, Entry]:
+    where = f"entries[{i}]"
+    if not isinstance(value, list) or len(value) != 5:
+        raise MalformedPayload(f"{where} must be [actor, seq, key, total, floors]")
+    actor = _actor(value[0], f"{where} actor")
+    seq = _seq(value[1], f"{where} seq")
+    try:
+        key = validate_key(value[2])
+    except InvalidRequest as exc:
+        raise MalformedPayload(f"{where} key: {exc.message}") from None
+    total = _total(value[3], f"{where} total")
+    raw_floors = value[4]
+    if not isinstance(raw_floors, dict) or len(raw_floors) > max_actors:
+        raise MalformedPayload(f"{where} floors must be an object of at most {max_actors} actors")
+    floors: dict[str, Floor] = {}
+    for floor_actor, pair in raw_floors.items():
+        _actor(floor_actor, f"{where} floor actor")
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise MalformedPayload(f"{where} floor must be [seq, total]")
+        floors[floor_actor] = Floor(
+            _seq(pair[0], f"{where} floor seq"), _total(pair[1], f"{where} floor total")
+        )
+    own = floors.get(actor)
+    if own is not None and own.seq > seq:
+        raise MalformedPayload(f"{where} carries a floor for its own actor beyond its seq")
+    return key, Entry(actor, seq, total, floors)
+
+
+def decode_page(body: bytes, *, max_actors: int, max_entries: int) -> Page:
+    """Validate a whole page before anything of it is applied.
+
+    Entries must be in strictly increasing ``(actor, seq)`` order, as the protocol sends them.
+    """
+    obj = _peer_json(body)
+    _exact_fields(obj, {"node", "actor", "vector", "entries", "next"})
+    node = obj["node"]
+    if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
+        raise MalformedPayload(f"node must be a node id, got {node!r}")
+    actor = _actor(obj["actor"], "actor")
+    raw_entries = obj["entries"]
+    if not isinstance(raw_entries, list) or len(raw_entries) > max_entries:
+        raise MalformedPayload(f"entries must be a list of at most {max_entries}")
+    entries = tuple(_entry(e, i, max_actors) for i, e in enumerate(raw_entries))
+    for (_, a), (_, b) in itertools.pairwise(entries):
+        if (a.actor, a.seq) >= (b.actor, b.seq):
+            raise MalformedPayload("entries must be in strictly increasing (actor, seq) order")
+    return Page(
+        node=node,
+        actor=actor,
+        vector=_vector(obj["vector"], "vector", max_actors),
+        entries=entries,
+        next=_cursor(obj["next"]),
+    )
+
+
+def encode_notice(notice: Notice) -> bytes:
+    body = {
+        "v": FORMAT_VERSION,
+        "node": notice.node,
+        "actor": notice.actor,
+        "vector": notice.vector.to_dict(),
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_notice(body: bytes, *, max_actors: int) -> Notice:
+    obj = _peer_json(body)
+    _exact_fields(obj, {"node", "actor", "vector"})
+    node = obj["node"]
+    if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
+        raise MalformedPayload(f"node must be a node id, got {node!r}")
+    return Notice(
+        node=node,
+        actor=_actor(obj["actor"], "actor"),
+        vector=_vector(obj["vector"], "vector", max_actors),
+    )

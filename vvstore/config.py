@@ -1,0 +1,120 @@
+"""NodeConfig: everything one vvstore node is told, in one frozen, validated object.
+
+Each CLI flag of ``vvstore serve`` maps to exactly one field. Validation happens at
+construction and names the field, the value and the allowed range, so a bad flag fails before
+anything is opened.
+
+Pure core: standard library and :mod:`vvstore.errors` only; no I/O.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from vvstore.errors import ConfigError
+
+__all__ = ["NODE_ID_RE", "Durability", "NodeConfig", "is_loopback_host"]
+
+NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+Durability = Literal["full", "normal"]
+
+
+def is_loopback_host(host: str) -> bool:
+    """True when ``host`` names a loopback address (127.0.0.0/8, ::1 or ``localhost``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """The configuration of one node. Frozen; validated when constructed.
+
+    :raises ConfigError: naming the first field out of range.
+    """
+
+    # The operator's name for this node: [A-Za-z0-9_-]{1,40}. Stored in the database on first
+    # start; a later start with another node id is refused.
+    node_id: str
+    # Directory holding the SQLite database and the lock file. Created if missing.
+    data_dir: str
+    # Address to bind. Loopback by default: exposing a node is an explicit choice.
+    host: str = "127.0.0.1"
+    # TCP port; 0 picks a free one (the start-up line and /status report it).
+    port: int = 8080
+    # "full": SQLite synchronous=FULL, an acknowledged write survives a power loss.
+    # "normal": synchronous=NORMAL, survives a process crash, not a power loss; faster.
+    durability: Durability = "full"
+    # Base URLs of the other nodes (http://host:port). Empty: a single node.
+    peers: tuple[str, ...] = ()
+    # Seconds between anti-entropy rounds with each peer (jittered by +-20%).
+    sync_interval: float = 1.0
+    # Upper bound, in seconds, of the backoff on a failing peer (it doubles from sync_interval).
+    backoff_cap: float = 2.0
+    # Seconds one call to a peer may take before it counts as failed.
+    peer_timeout: float = 2.0
+    # Seconds a whole pull round may take before it is abandoned (V is then not raised).
+    round_timeout: float = 30.0
+    # Most pages one pull round may fetch before it is abandoned.
+    round_max_pages: int = 10_000
+    # Seconds to wait after a local write before notifying peers (coalesces bursts).
+    notice_delay: float = 0.05
+    # Most writes waiting for the writer; beyond it a write gets 503 with Retry-After.
+    queue_limit: int = 10_000
+    # Most writes the writer applies in one transaction (one commit, one fsync).
+    max_group: int = 2_000
+    # Most actors accepted in one version vector from a peer.
+    max_vector_actors: int = 256
+    # Most entries, and most encoded bytes, in one sync page.
+    page_entries: int = 5_000
+    page_bytes: int = 1 << 20
+    # Keys whose state the writer keeps in memory (an LRU); misses read SQLite.
+    cache_keys: int = 100_000
+    # Seconds SIGTERM may spend draining the queue before exit.
+    shutdown_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.node_id, str) or not NODE_ID_RE.fullmatch(self.node_id):
+            raise ConfigError(f"node id must match [A-Za-z0-9_-]{{1,40}}, got {self.node_id!r}")
+        if not self.data_dir:
+            raise ConfigError("data_dir must not be empty")
+        if self.durability not in ("full", "normal"):
+            raise ConfigError(f"durability must be 'full' or 'normal', got {self.durability!r}")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        for url in self.peers:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(f"peer URL must look like http://host:port, got {url!r}")
+        positive = {
+            "sync_interval": self.sync_interval,
+            "backoff_cap": self.backoff_cap,
+            "peer_timeout": self.peer_timeout,
+            "round_timeout": self.round_timeout,
+            "shutdown_timeout": self.shutdown_timeout,
+        }
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+        if self.notice_delay < 0:
+            raise ConfigError(f"notice_delay must be >= 0 seconds, got {self.notice_delay}")
+        bounded = {
+            "round_max_pages": (self.round_max_pages, 1, 10_000_000),
+            "queue_limit": (self.queue_limit, 1, 10_000_000),
+            "max_group": (self.max_group, 1, 100_000),
+            "max_vector_actors": (self.max_vector_actors, 1, 100_000),
+            "page_entries": (self.page_entries, 1, 100_000),
+            "page_bytes": (self.page_bytes, 1024, 1 << 30),
+            "cache_keys": (self.cache_keys, 0, 100_000_000),
+        }
+        for name, (value, low, high) in bounded.items():
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name} must be an int in [{low}, {high}], got {value!r}")

@@ -1,0 +1,239 @@
+"""Per-key counter state: one entry per actor, merged as a join, valued as a sum.
+
+A key's state holds at most one :class:`Entry` per actor id. Only that actor writes it; each
+write takes the next number of the actor's own event counter as the entry's ``seq``, so the pair
+``(actor, seq)`` (a *dot*) names one version of one entry, and a newer version supersedes an
+older one. Entries of different actors are concurrent siblings. The key's version vector is
+``{actor: seq of its entry}``. This is the state-based PN-counter of Shapiro, Preguiça, Baquero
+and Zawirski, "Conflict-free Replicated Data Types" (SSS 2011), with one signed total per actor
+and dots as in Almeida, Shoker and Baquero, "Delta State Replicated Data Types" (2018).
+
+Reset (DELETE) cancels every increment the resetting actor has observed for the key, and
+nothing else. The resetting actor writes a new version of its own entry carrying a *floor* for
+each actor X whose entry it holds: ``floor[X] = (seq, total)`` of that entry. Floors carried by
+all entries merge per actor by higher seq. X then contributes ``total - floor.total`` when its
+entry's seq is at least the floor's seq, and 0 otherwise (the floor saw an entry we do not hold
+yet, so what we hold is already cancelled). Concurrent resets that saw the same entries cancel
+them once; increments no reset observed survive (add wins); a reset never changes a total, so it
+never overflows.
+
+Every entry carries its actor's latest floors forward, so a later increment does not forget an
+earlier reset. Merging keeps, per actor, the entry with the higher seq: this is a join
+(commutative, associative, idempotent), so applying an entry twice or an older entry after a
+newer one changes nothing. Storage per key is O(actors) entries, never O(increments).
+
+Pure core: standard library, :mod:`vvstore.clock` and :mod:`vvstore.errors` only; no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from vvstore.clock import VersionVector
+from vvstore.errors import ConflictingEntry, Overflow
+
+__all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
+    "CounterState",
+    "Entry",
+    "Floor",
+    "Sibling",
+]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+
+def _in_int64(n: int) -> bool:
+    return INT64_MIN <= n <= INT64_MAX
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """What a reset saw of one actor's entry: that entry's ``seq`` and ``total``."""
+
+    seq: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One actor's contribution to one key, at one version.
+
+    :ivar actor: the actor id that wrote it (the only writer of this entry).
+    :ivar seq: the actor's event number of this version; ``(actor, seq)`` is its dot.
+    :ivar total: the signed sum of every amount this actor ever added to the key (int64).
+    :ivar floors: the actor's latest reset floors, by actor id.
+    """
+
+    actor: str
+    seq: int
+    total: int
+    floors: Mapping[str, Floor] = field(default_factory=dict)
+
+    @property
+    def dot(self) -> tuple[str, int]:
+        return (self.actor, self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Sibling:
+    """One entry as a reader sees it: its dot and what it contributes to the value."""
+
+    actor: str
+    seq: int
+    value: int
+
+
+def merge_floors(entries: Iterable[Entry]) -> dict[str, Floor]:
+    """Join the floors of ``entries``: per actor, the floor with the higher seq."""
+    merged: dict[str, Floor] = {}
+    for entry in entries:
+        for actor, floor in entry.floors.items():
+            known = merged.get(actor)
+            if known is None or floor.seq > known.seq:
+                merged[actor] = floor
+    return merged
+
+
+def _contribution(entry: Entry, floors: Mapping[str, Floor]) -> int:
+    floor = floors.get(entry.actor)
+    if floor is None:
+        return entry.total
+    if entry.seq >= floor.seq:
+        return entry.total - floor.total
+    return 0
+
+
+class CounterState:
+    """The state of one key: at most one entry per actor. Immutable.
+
+    Operations that write (:meth:`increment`, :meth:`reset`) return the new entry for the
+    writing actor and leave this state unchanged; :meth:`with_entry` returns the joined state.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        table: dict[str, Entry] = {}
+        for entry in entries:
+            known = table.get(entry.actor)
+            if known is None or entry.seq > known.seq:
+                table[entry.actor] = entry
+        self._entries = table
+
+    @property
+    def entries(self) -> Mapping[str, Entry]:
+        """The entries by actor id (read-only view; do not mutate)."""
+        return self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CounterState):
+            return NotImplemented
+        return self._entries == other._entries
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CounterState({list(self._entries.values())!r})"
+
+    def version(self) -> VersionVector:
+        """The key's version vector: ``{actor: seq of its entry}``."""
+        return VersionVector({actor: entry.seq for actor, entry in self._entries.items()})
+
+    def floors(self) -> dict[str, Floor]:
+        """The merged floors of every entry."""
+        return merge_floors(self._entries.values())
+
+    def value(self) -> int:
+        """The counter's value: the sum of every entry's contribution, an exact int."""
+        floors = self.floors()
+        return sum(_contribution(e, floors) for e in self._entries.values())
+
+    def siblings(self) -> list[Sibling]:
+        """Every entry with its contribution, in actor order."""
+        floors = self.floors()
+        return [
+            Sibling(actor, entry.seq, _contribution(entry, floors))
+            for actor, entry in sorted(self._entries.items())
+        ]
+
+    def increment(self, actor: str, seq: int, amount: int) -> Entry:
+        """Return ``actor``'s new entry after adding ``amount`` at event ``seq``.
+
+        The new entry keeps the actor's floors. ``seq`` must exceed the actor's current entry's
+        seq (the caller allocates it from the actor's event counter).
+
+        :raises Overflow: if ``amount`` or the new total is outside int64, or if the value would
+            leave int64 while moving away from zero.
+        """
+        if not _in_int64(amount):
+            raise Overflow(f"amount {amount} is outside the 64-bit signed range")
+        own = self._entries.get(actor)
+        self._check_seq(own, seq)
+        total = (own.total if own is not None else 0) + amount
+        if not _in_int64(total):
+            raise Overflow("increment or decrement would overflow this node's entry total")
+        before = self.value()
+        after = before + amount
+        if not _in_int64(after) and abs(after) > abs(before):
+            raise Overflow("increment or decrement would overflow the counter's value")
+        floors = own.floors if own is not None else {}
+        return Entry(actor, seq, total, floors)
+
+    def reset(self, actor: str, seq: int) -> Entry:
+        """Return ``actor``'s new entry after a reset at event ``seq``.
+
+        The entry records a floor for every actor whose entry this state holds, at that entry's
+        ``(seq, total)``, joined with the floors the actor already carried. Its own total is
+        unchanged, so a reset never overflows.
+        """
+        own = self._entries.get(actor)
+        self._check_seq(own, seq)
+        floors: dict[str, Floor] = dict(own.floors) if own is not None else {}
+        for other, entry in self._entries.items():
+            known = floors.get(other)
+            if known is None or entry.seq > known.seq:
+                floors[other] = Floor(entry.seq, entry.total)
+        return Entry(actor, seq, own.total if own is not None else 0, floors)
+
+    def with_entry(self, entry: Entry) -> CounterState:
+        """Join one entry into this state; return the new state (``self`` if nothing changed).
+
+        :raises ConflictingEntry: if this state holds the same dot with different contents.
+        """
+        known = self._entries.get(entry.actor)
+        if known is not None:
+            if entry.seq < known.seq:
+                return self
+            if entry.seq == known.seq:
+                if entry != known:
+                    raise ConflictingEntry(
+                        f"entry {entry.actor}:{entry.seq} differs from the one held for that dot"
+                    )
+                return self
+        table = dict(self._entries)
+        table[entry.actor] = entry
+        state = CounterState.__new__(CounterState)
+        state._entries = table
+        return state
+
+    def merge(self, other: CounterState) -> CounterState:
+        """Join two states: per actor, the entry with the higher seq."""
+        state = self
+        for entry in other:
+            state = state.with_entry(entry)
+        return state
+
+    @staticmethod
+    def _check_seq(own: Entry | None, seq: int) -> None:
+        if own is not None and seq <= own.seq:
+            raise ValueError(f"seq {seq} does not advance {own.actor}'s entry at {own.seq}")

@@ -1,0 +1,217 @@
+"""One exception tree for vvstore.
+
+Every error the package raises on purpose is a :class:`VVStoreError`. Each class says when it
+is raised, carries a stable machine ``code`` (the ``code`` of the HTTP JSON error body) and
+says whether the outcome of the operation that raised it is *definite*: a definite failure
+changed nothing; an indefinite one (a timeout, a failed commit, a lost reply) may or may not
+have been applied, and only a retry with the same idempotency key is safe.
+
+::
+
+    VVStoreError
+    ├── ClockError                 invalid version-vector id or counter (also a ValueError)
+    ├── ConfigError                a NodeConfig field is out of range (also a ValueError)
+    ├── RequestError               the caller sent something we refuse; nothing was applied
+    │   ├── InvalidRequest         400 malformed JSON, unknown field, wrong type, bad key
+    │   ├── Unauthorized           401 missing or wrong credentials
+    │   ├── NotFound               404 no such route
+    │   ├── MethodNotAllowed       405 the route exists, the method does not
+    │   ├── PayloadTooLarge        413 body over the route's limit
+    │   ├── Overflow               422 an amount or total would leave int64
+    │   └── ConflictingEntry       409 two entries with one dot and different contents
+    ├── CodecError                 a payload from another process is not one we accept
+    │   ├── UnsupportedVersion     its format version is unknown
+    │   └── MalformedPayload       its shape, types or ranges are wrong
+    ├── StoreError                 the durable store could not do its job
+    │   ├── Unavailable            503 commit failed, disk full, queue full (indefinite)
+    │   ├── SchemaTooNew           the database was written by a newer vvstore
+    │   ├── DataDirLocked          another process serves this data directory
+    │   └── NodeIdMismatch         the data directory belongs to another node id
+    └── PeerError                  a call to another node failed (indefinite)
+        ├── PeerUnreachable        connection refused or reset
+        └── PeerTimeout            no answer within the call timeout
+
+This module is part of the pure core: standard library only, no I/O.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClockError",
+    "CodecError",
+    "ConfigError",
+    "ConflictingEntry",
+    "DataDirLocked",
+    "InvalidRequest",
+    "MalformedPayload",
+    "MethodNotAllowed",
+    "NodeIdMismatch",
+    "NotFound",
+    "Overflow",
+    "PayloadTooLarge",
+    "PeerError",
+    "PeerTimeout",
+    "PeerUnreachable",
+    "RequestError",
+    "SchemaTooNew",
+    "StoreError",
+    "Unauthorized",
+    "Unavailable",
+    "UnsupportedVersion",
+    "VVStoreError",
+]
+
+
+class VVStoreError(Exception):
+    """Base of every error vvstore raises on purpose.
+
+    :ivar code: stable machine-readable code, used in HTTP error bodies.
+    :ivar definite: True when the failed operation certainly changed nothing.
+    """
+
+    code: str = "error"
+    definite: bool = True
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ClockError(VVStoreError, ValueError):
+    """Raised by :mod:`vvstore.clock` for an invalid id or counter, or an increment past 2**63-1."""
+
+    code = "invalid_vector"
+
+
+class ConfigError(VVStoreError, ValueError):
+    """Raised when a :class:`~vvstore.config.NodeConfig` field is out of range."""
+
+    code = "invalid_config"
+
+
+class RequestError(VVStoreError):
+    """The request was refused as sent; nothing was applied (definite)."""
+
+    code = "bad_request"
+
+
+class InvalidRequest(RequestError):
+    """Malformed JSON, an unknown field, a wrong type or an invalid key."""
+
+    code = "invalid_request"
+
+
+class Unauthorized(RequestError):
+    """Missing or wrong credentials."""
+
+    code = "unauthorized"
+
+
+class NotFound(RequestError):
+    """No route matches the path."""
+
+    code = "not_found"
+
+
+class MethodNotAllowed(RequestError):
+    """The path exists but not with this method."""
+
+    code = "method_not_allowed"
+
+
+class PayloadTooLarge(RequestError):
+    """The body is larger than the route accepts."""
+
+    code = "payload_too_large"
+
+
+class Overflow(RequestError):
+    """An amount, this node's entry total, or the value would leave int64 (moving away from 0)."""
+
+    code = "overflow"
+
+
+class ConflictingEntry(RequestError):
+    """Two entries carry the same dot with different contents: a protocol violation.
+
+    The receiver keeps its own entry and refuses the other.
+    """
+
+    code = "conflicting_entry"
+
+
+class CodecError(VVStoreError):
+    """A payload from another process does not have a shape we accept."""
+
+    code = "invalid_payload"
+
+
+class UnsupportedVersion(CodecError):
+    """The payload's format version is not one this code speaks."""
+
+    code = "unsupported_version"
+
+
+class MalformedPayload(CodecError):
+    """The payload's shape, types or ranges are wrong."""
+
+    code = "invalid_payload"
+
+
+class StoreError(VVStoreError):
+    """The durable store could not do its job."""
+
+    code = "store_error"
+
+
+class Unavailable(StoreError):
+    """The write could not be committed (commit failed, disk full, queue full).
+
+    The outcome is indefinite: it may have been applied. ``retry_after`` is a hint in seconds.
+    """
+
+    code = "unavailable"
+    definite = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SchemaTooNew(StoreError):
+    """The database's schema version is newer than this code knows; it is not opened."""
+
+    code = "schema_too_new"
+
+
+class DataDirLocked(StoreError):
+    """Another process holds the exclusive lock on this data directory."""
+
+    code = "data_dir_locked"
+
+
+class NodeIdMismatch(StoreError):
+    """The data directory was created for a different node id."""
+
+    code = "node_id_mismatch"
+
+
+class PeerError(VVStoreError):
+    """A call to another node failed; whether it had an effect there is unknown."""
+
+    code = "peer_error"
+    definite = False
+
+
+class PeerUnreachable(PeerError):
+    """The connection to the other node was refused, reset or closed early."""
+
+    code = "peer_unreachable"
+
+
+class PeerTimeout(PeerError):
+    """The other node did not answer within the call timeout."""
+
+    code = "peer_timeout"

@@ -1,0 +1,200 @@
+"""The composition root: builds a node from its config and owns its lifecycle.
+
+:class:`Node` opens the store, builds the peers and the sync loop, and serves the
+:class:`~vvstore.api.NodeService` the HTTP API needs. :func:`serve` runs a node until SIGTERM or
+SIGINT, then drains queued writes, commits and exits. This is the only module that knows every
+concrete class; nothing imports it but the CLI, the testing helpers and tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from vvstore.api import SERVICE, create_app
+from vvstore.clock import VersionVector
+from vvstore.codec import Notice, Page, PullRequest
+from vvstore.config import NodeConfig
+from vvstore.counter import CounterState
+from vvstore.peer import HttpPeer
+from vvstore.store import Store
+from vvstore.sync import Peer, SyncLoop
+
+__all__ = ["Node", "node_app", "serve"]
+
+log = logging.getLogger("vvstore")
+
+
+class Node:
+    """One vvstore node: its store, its sync loop, and the service the API calls."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: Store,
+        peers: Sequence[Peer],
+        *,
+        rng: random.Random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.sync = SyncLoop(
+            store,
+            peers,
+            node_id=config.node_id,
+            actor=lambda: store.actor,
+            interval=config.sync_interval,
+            backoff_cap=config.backoff_cap,
+            round_timeout=config.round_timeout,
+            max_pages=config.round_max_pages,
+            notice_delay=config.notice_delay,
+            rng=rng,
+            clock=clock,
+        )
+        store.on_local_commit.append(self.sync.local_write)
+
+    @classmethod
+    async def open(
+        cls,
+        config: NodeConfig,
+        *,
+        peers: Sequence[Peer] = (),
+        rng: random.Random | None = None,
+    ) -> Node:
+        """Open the node's store; the sync loop starts with :meth:`start`."""
+        rng = rng or random.Random()
+        store = await Store.open(config, rng=rng)
+        return cls(config, store, peers, rng=rng)
+
+    def start(self) -> None:
+        self.sync.start()
+
+    async def close(self) -> None:
+        await self.sync.stop()
+        await self.store.close()
+
+    # --- NodeService ---------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def max_vector_actors(self) -> int:
+        return self.config.max_vector_actors
+
+    async def increment(self, key: str, amount: int) -> CounterState:
+        return await self.store.increment(key, amount)
+
+    async def reset(self, key: str) -> CounterState:
+        return await self.store.reset(key)
+
+    async def batch(self, items: Sequence[tuple[str, int]]) -> list[CounterState]:
+        return await self.store.batch(items)
+
+    async def read(self, key: str) -> CounterState:
+        return await self.store.read(key)
+
+    async def list_counters(
+        self, *, prefix: str, after: str | None, limit: int
+    ) -> tuple[list[tuple[str, CounterState]], str | None]:
+        return await self.store.list_counters(prefix=prefix, after=after, limit=limit)
+
+    async def status(self) -> dict[str, Any]:
+        return {
+            "node": self.node_id,
+            "actor": self.store.actor,
+            "version": (await self.store.vector()).to_dict(),
+            "peers": [link.to_dict() for link in self.sync.links],
+        }
+
+    async def serve_pull(self, request: PullRequest) -> Page:
+        return await self.store.page(request)
+
+    async def receive_notice(self, notice: Notice) -> VersionVector:
+        ours = await self.store.vector()
+        self.sync.notice_received(notice, ours)
+        return ours
+
+
+def node_app(config: NodeConfig) -> web.Application:
+    """An aiohttp application that opens the node on startup and closes it on cleanup."""
+    holder: dict[str, Node] = {}
+    app = create_app(_LazyService(holder))
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession() as session:
+            peers = [
+                HttpPeer(
+                    url,
+                    session,
+                    timeout=config.peer_timeout,
+                    page_bytes=config.page_bytes,
+                    max_actors=config.max_vector_actors,
+                    max_entries=config.page_entries,
+                )
+                for url in config.peers
+            ]
+            node = await Node.open(config, peers=peers)
+            holder["node"] = node
+            node.start()
+            try:
+                yield
+            finally:
+                await node.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+class _LazyService:
+    """Forwards to the node once the app's startup has opened it."""
+
+    def __init__(self, holder: dict[str, Node]) -> None:
+        self._holder = holder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._holder["node"], name)
+
+
+async def serve(config: NodeConfig, *, ready: Callable[[str], None] | None = None) -> int:
+    """Run a node until SIGTERM or SIGINT; drain, commit and return 0."""
+    app = node_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else config.port
+    status = await app[SERVICE].status()
+    url = f"http://{config.host}:{port}"
+    log.info(
+        "vvstore node %s actor %s listening on %s data-dir %s durability %s peers %s",
+        config.node_id,
+        status["actor"],
+        url,
+        config.data_dir,
+        config.durability,
+        ",".join(config.peers) or "-",
+    )
+    if ready is not None:
+        ready(url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    return 0

@@ -1,0 +1,711 @@
+"""The durable store: SQLite through aiosqlite, one group-committing writer.
+
+This is the only module that imports aiosqlite. It owns the schema and its recorded
+migrations, the node's identity (node id, actor id, incarnation), the data directory lock, and
+the single writer task. It must never answer a write before the transaction holding it has
+committed, and never let one request's refusal roll back another's write.
+
+Writes are queued (bounded) and applied by one task: it takes what is queued, applies it in
+order against the in-memory states of the keys involved, writes the resulting entries in one
+transaction, commits once (one fsync under ``synchronous=FULL``), and only then answers every
+waiter. A request refused while preparing (an overflow, say) is answered with its error and
+writes nothing; a failed commit fails every waiter of the group with :class:`Unavailable`,
+whose outcome is indefinite. Reads use a second connection and see committed state only.
+
+The actor's event counter lives in the node-level vector table, updated in the same
+transaction as the entries it numbered, so a reader never sees a seq that is not committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import random
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from vvstore.clock import VersionVector
+from vvstore.codec import Page, PullRequest, entry_size, make_actor_id
+from vvstore.config import NodeConfig
+from vvstore.counter import CounterState, Entry, Floor
+from vvstore.errors import (
+    ConflictingEntry,
+    DataDirLocked,
+    NodeIdMismatch,
+    RequestError,
+    SchemaTooNew,
+    Unavailable,
+)
+
+__all__ = ["DB_FILE", "SCHEMA_VERSION", "ApplyResult", "Store"]
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "vvstore.sqlite3"
+LOCK_FILE = "LOCK"
+
+# Recorded migrations: (version, name, statements). Append only; never edit a released one.
+MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
+    (
+        1,
+        "entries, node-level vector, identity",
+        (
+            """CREATE TABLE meta (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            ) STRICT""",
+            # One row per (key, actor): that actor's current entry for the key. (actor, seq) is
+            # unique: every write is its own event of its actor.
+            """CREATE TABLE entries (
+                key TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                total INTEGER NOT NULL,
+                floors TEXT NOT NULL,
+                PRIMARY KEY (key, actor)
+            ) STRICT, WITHOUT ROWID""",
+            "CREATE UNIQUE INDEX entries_by_dot ON entries (actor, seq)",
+            # The node-level vector V. For this node's own actor it is the committed event
+            # counter; for other actors it is raised only after a complete pull.
+            """CREATE TABLE vector (
+                actor TEXT PRIMARY KEY,
+                seq INTEGER NOT NULL
+            ) STRICT""",
+        ),
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+
+def _floors_json(entry: Entry) -> str:
+    if not entry.floors:
+        return "{}"
+    return json.dumps(
+        {a: [f.seq, f.total] for a, f in sorted(entry.floors.items())}, separators=(",", ":")
+    )
+
+
+def _entry_from_row(actor: str, seq: int, total: int, floors: str) -> Entry:
+    if floors == "{}":
+        return Entry(actor, seq, total)
+    return Entry(actor, seq, total, {a: Floor(s, t) for a, (s, t) in json.loads(floors).items()})
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What applying a page of remote entries did."""
+
+    received: int
+    applied: int
+
+
+# --- the writer's operations -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Op:
+    future: asyncio.Future[Any]
+
+    def touched(self) -> Iterable[str]:
+        return ()
+
+
+@dataclass(slots=True)
+class _Increment(_Op):
+    key: str
+    amount: int
+
+    def touched(self) -> Iterable[str]:
+        return (self.key,)
+
+
+@dataclass(slots=True)
+class _Reset(_Op):
+    key: str
+
+    def touched(self) -> Iterable[str]:
+        return (self.key,)
+
+
+@dataclass(slots=True)
+class _Batch(_Op):
+    items: Sequence[tuple[str, int]]
+
+    def touched(self) -> Iterable[str]:
+        return (key for key, _ in self.items)
+
+
+@dataclass(slots=True)
+class _Apply(_Op):
+    entries: Sequence[tuple[str, Entry]]
+
+    def touched(self) -> Iterable[str]:
+        return (key for key, _ in self.entries)
+
+
+@dataclass(slots=True)
+class _RaiseVector(_Op):
+    vector: VersionVector
+
+
+@dataclass(slots=True)
+class _Group:
+    """The writer's scratch space for one transaction."""
+
+    base: dict[str, CounterState] = field(default_factory=dict)
+    states: dict[str, CounterState] = field(default_factory=dict)
+    rows: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    vector: dict[str, int] = field(default_factory=dict)
+    meta: dict[str, str] = field(default_factory=dict)
+    local_writes: int = 0
+
+
+class Store:
+    """A node's durable state. Open with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, config: NodeConfig, rng: random.Random) -> None:
+        self.config = config
+        self._rng = rng
+        self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self._queue: asyncio.Queue[_Op] = asyncio.Queue(maxsize=config.queue_limit)
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._cache: OrderedDict[str, CounterState] = OrderedDict()
+        self._vector: dict[str, int] = {}
+        self.node_id = config.node_id
+        self.actor = ""
+        self.incarnation = 0
+        self._seq = 0
+        # Identity changes not yet committed; every group carries them until one commits.
+        self._pending_meta: dict[str, str] = {}
+        #: Number of transactions committed by the writer (tests and /status read it).
+        self.commits = 0
+        #: Called after every commit that holds a local write (the sync loop's notices).
+        self.on_local_commit: list[Callable[[], None]] = []
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, config: NodeConfig, *, rng: random.Random | None = None) -> Store:
+        """Open (creating if needed) the data directory, lock it, migrate, start the writer.
+
+        :raises DataDirLocked: another process serves this directory.
+        :raises NodeIdMismatch: the directory belongs to another node id.
+        :raises SchemaTooNew: the database was written by a newer vvstore.
+        """
+        store = cls(config, rng or random.SystemRandom())
+        try:
+            await store._open()
+        except BaseException:
+            await store._release()
+            raise
+        return store
+
+    async def _open(self) -> None:
+        data_dir = Path(self.config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataDirLocked(
+                f"data directory {str(data_dir)!r} is in use by another vvstore process"
+            ) from None
+        path = data_dir / DB_FILE
+        self._db = await aiosqlite.connect(path, isolation_level=None)
+        await self._pragmas(self._db)
+        await self._migrate(self._db)
+        await self._load_identity(path)
+        self._reader = await aiosqlite.connect(path, isolation_level=None)
+        await self._pragmas(self._reader)
+        async with self._db.execute("SELECT actor, seq FROM vector") as cur:
+            self._vector = {actor: seq async for actor, seq in cur}
+        self._seq = self._vector.get(self.actor, 0)
+        self._writer = asyncio.create_task(self._write_loop(), name="vvstore-writer")
+
+    async def _pragmas(self, db: aiosqlite.Connection) -> None:
+        synchronous = "FULL" if self.config.durability == "full" else "NORMAL"
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute(f"PRAGMA synchronous={synchronous}")
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute("PRAGMA foreign_keys=ON")
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        await db.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL
+            ) STRICT"""
+        )
+        async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
+            row = await cur.fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the database in {self.config.data_dir!r} has schema version {current}, but this "
+                f"vvstore knows only up to {SCHEMA_VERSION}; upgrade vvstore to open it"
+            )
+        for version, name, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in statements:
+                    await db.execute(statement)
+                await db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time())
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def _load_identity(self, path: Path) -> None:
+        db = self._db
+        assert db is not None
+        async with db.execute("SELECT name, value FROM meta") as cur:
+            meta = {name: value async for name, value in cur}
+        stored = meta.get("node_id")
+        if stored is not None and stored != self.node_id:
+            raise NodeIdMismatch(
+                f"data directory {self.config.data_dir!r} belongs to node id {stored!r}, "
+                f"not {self.node_id!r}"
+            )
+        stat = path.stat()
+        file_identity = f"{stat.st_dev}:{stat.st_ino}"
+        boot_id = _boot_id()
+        reason = None
+        if "actor" not in meta:
+            reason = "new database"
+        elif meta.get("file_identity") != file_identity:
+            reason = "the database file was copied or restored"
+        elif (
+            self.config.durability == "normal"
+            and meta.get("clean_shutdown") != "1"
+            and meta.get("boot_id") != boot_id
+        ):
+            reason = "unclean shutdown followed by a reboot under durability=normal"
+        self.incarnation = int(meta.get("incarnation", "0"))
+        self.actor = meta.get("actor", "")
+        updates = {
+            "node_id": self.node_id,
+            "file_identity": file_identity,
+            "boot_id": boot_id,
+            "clean_shutdown": "0",
+        }
+        if reason is not None:
+            updates.update(self._new_incarnation(reason))
+        await db.execute("BEGIN IMMEDIATE")
+        await db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", updates.items())
+        await db.execute("COMMIT")
+
+    def _new_incarnation(self, reason: str) -> dict[str, str]:
+        """Switch to a new actor id; the change is committed with the next transaction."""
+        old = self.actor
+        self.incarnation += 1
+        self.actor = make_actor_id(self.node_id, self._rng.getrandbits(64))
+        self._seq = 0
+        if old:
+            log.warning(
+                "node %s: new incarnation %s (was %s): %s", self.node_id, self.actor, old, reason
+            )
+        change = {"actor": self.actor, "incarnation": str(self.incarnation)}
+        self._pending_meta.update(change)
+        return change
+
+    async def close(self) -> None:
+        """Drain queued writes (bounded by the shutdown timeout), then close cleanly."""
+        self._closing = True
+        if self._writer is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._queue.join(), self.config.shutdown_timeout)
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        while not self._queue.empty():
+            op = self._queue.get_nowait()
+            if not op.future.done():
+                op.future.set_exception(Unavailable("the node is shutting down"))
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean_shutdown', '1')")
+        await self._release()
+
+    async def _release(self) -> None:
+        for db in (self._reader, self._db):
+            if db is not None:
+                with contextlib.suppress(Exception):
+                    await db.close()
+        self._reader = self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def _submit(self, op: _Op) -> Any:
+        if self._closing:
+            raise Unavailable("the node is shutting down", retry_after=1.0)
+        try:
+            self._queue.put_nowait(op)
+        except asyncio.QueueFull:
+            raise Unavailable("the write queue is full", retry_after=1.0) from None
+        return await op.future
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def increment(self, key: str, amount: int) -> CounterState:
+        """Add ``amount`` to ``key``; return the key's state right after this write, committed.
+
+        :raises Overflow: the amount, this node's total or the value would leave int64.
+        :raises Unavailable: the commit failed or the queue is full (indefinite).
+        """
+        state: CounterState = await self._submit(_Increment(self._future(), key, amount))
+        return state
+
+    async def reset(self, key: str) -> CounterState:
+        """Cancel every increment of ``key`` this node holds; return the state after it."""
+        state: CounterState = await self._submit(_Reset(self._future(), key))
+        return state
+
+    async def batch(self, items: Sequence[tuple[str, int]]) -> list[CounterState]:
+        """Apply every ``(key, amount)`` in one transaction, or none of them."""
+        states: list[CounterState] = await self._submit(_Batch(self._future(), items))
+        return states
+
+    async def apply(self, entries: Sequence[tuple[str, Entry]]) -> ApplyResult:
+        """Join remote entries, all or none (a conflicting entry refuses the whole page).
+
+        :raises ConflictingEntry: an entry has a dot we hold with different contents.
+        """
+        result: ApplyResult = await self._submit(_Apply(self._future(), entries))
+        return result
+
+    async def raise_vector(self, vector: VersionVector) -> None:
+        """Raise the node-level vector to ``max(V, vector)``, after every queued apply."""
+        await self._submit(_RaiseVector(self._future(), vector))
+
+    async def _write_loop(self) -> None:
+        while True:
+            ops = [await self._queue.get()]
+            while len(ops) < self.config.max_group and not self._queue.empty():
+                ops.append(self._queue.get_nowait())
+            try:
+                await self._run_group(ops)
+            except Exception as exc:  # a failed group never kills the writer
+                log.exception("write group failed")
+                for op in ops:
+                    if not op.future.done():
+                        op.future.set_exception(
+                            Unavailable(f"the write could not be committed: {exc}")
+                        )
+            finally:
+                for _ in ops:
+                    self._queue.task_done()
+
+    async def _run_group(self, ops: list[_Op]) -> None:
+        group = _Group(base=await self._load_states({key for op in ops for key in op.touched()}))
+        group.meta.update(self._pending_meta)
+        dots = await self._held_dots(ops)
+        results: list[tuple[_Op, Any]] = []
+        for op in ops:
+            if op.future.done():  # its caller went away (cancelled); apply nothing for it
+                continue
+            try:
+                results.append((op, self._prepare(op, group, dots)))
+            except RequestError as exc:
+                op.future.set_exception(exc)
+        if group.rows or group.vector or group.meta:
+            await self._commit(group)
+            self.commits += 1
+            self._pending_meta.clear()
+            self._publish(group)
+        for op, result in results:
+            if not op.future.done():
+                op.future.set_result(result)
+        if group.local_writes:
+            for callback in self.on_local_commit:
+                callback()
+
+    async def _commit(self, group: _Group) -> None:
+        """Write one group's rows in one transaction (tests replace this to inject failures)."""
+        db = self._db
+        assert db is not None
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if group.rows:
+                await db.executemany(
+                    "INSERT INTO entries VALUES (?, ?, ?, ?, ?) ON CONFLICT (key, actor) DO UPDATE"
+                    " SET seq = excluded.seq, total = excluded.total, floors = excluded.floors",
+                    [
+                        (key, e.actor, e.seq, e.total, _floors_json(e))
+                        for (key, _), e in group.rows.items()
+                    ],
+                )
+            if group.vector:
+                await db.executemany(
+                    "INSERT INTO vector VALUES (?, ?) ON CONFLICT (actor) DO UPDATE"
+                    " SET seq = max(seq, excluded.seq)",
+                    group.vector.items(),
+                )
+            if group.meta:
+                await db.executemany(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", group.meta.items()
+                )
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+
+    def _publish(self, group: _Group) -> None:
+        for key, state in group.states.items():
+            self._remember(key, state)
+        for actor, seq in group.vector.items():
+            if seq > self._vector.get(actor, 0):
+                self._vector[actor] = seq
+
+    def _remember(self, key: str, state: CounterState) -> None:
+        if self.config.cache_keys == 0:
+            return
+        self._cache[key] = state
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.config.cache_keys:
+            self._cache.popitem(last=False)
+
+    async def _load_states(self, keys: set[str]) -> dict[str, CounterState]:
+        """The committed states of ``keys`` that the cache does not hold, read from SQLite."""
+        missing = [key for key in keys if key not in self._cache]
+        db = self._db
+        assert db is not None
+        loaded: dict[str, list[Entry]] = {key: [] for key in missing}
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            async with db.execute(
+                f"SELECT key, actor, seq, total, floors FROM entries WHERE key IN ({marks})",
+                chunk,
+            ) as cur:
+                async for key, actor, seq, total, floors in cur:
+                    loaded[key].append(_entry_from_row(actor, seq, total, floors))
+        return {key: CounterState(entries) for key, entries in loaded.items()}
+
+    async def _held_dots(self, ops: list[_Op]) -> dict[tuple[str, int], str]:
+        """For remote entries in ``ops``: the key each of their dots is held under, if any."""
+        dots = [(e.actor, e.seq) for op in ops if isinstance(op, _Apply) for _, e in op.entries]
+        held: dict[tuple[str, int], str] = {}
+        db = self._db
+        assert db is not None
+        for start in range(0, len(dots), 400):
+            chunk = dots[start : start + 400]
+            values = ",".join("(?, ?)" for _ in chunk)
+            params = [x for dot in chunk for x in dot]
+            async with db.execute(
+                f"SELECT actor, seq, key FROM entries WHERE (actor, seq) IN (VALUES {values})",
+                params,
+            ) as cur:
+                async for actor, seq, key in cur:
+                    held[(actor, seq)] = key
+        return held
+
+    def _state(self, key: str, group: _Group) -> CounterState:
+        state = group.states.get(key) or self._cache.get(key) or group.base.get(key)
+        return state if state is not None else CounterState()
+
+    def _prepare(self, op: _Op, group: _Group, dots: dict[tuple[str, int], str]) -> Any:
+        if isinstance(op, _Increment):
+            return self._prepare_writes(group, [(op.key, op.amount)], reset=False)[0]
+        if isinstance(op, _Reset):
+            return self._prepare_writes(group, [(op.key, 0)], reset=True)[0]
+        if isinstance(op, _Batch):
+            return self._prepare_writes(group, op.items, reset=False)
+        if isinstance(op, _Apply):
+            return self._prepare_apply(group, op.entries, dots)
+        if isinstance(op, _RaiseVector):
+            return self._prepare_raise(group, op.vector)
+        raise TypeError(f"unknown write operation {op!r}")
+
+    def _prepare_writes(
+        self, group: _Group, items: Sequence[tuple[str, int]], *, reset: bool
+    ) -> list[CounterState]:
+        """Prepare local writes all-or-none: on any refusal, the group is left untouched."""
+        states: dict[str, CounterState] = {}
+        rows: dict[tuple[str, str], Entry] = {}
+        results: list[CounterState] = []
+        seq = self._seq
+        for key, amount in items:
+            state = states.get(key) or self._state(key, group)
+            if amount == 0 and not reset:
+                results.append(state)  # a no-op: answer the current state, write nothing
+                continue
+            seq += 1
+            entry = (
+                state.reset(self.actor, seq) if reset else state.increment(self.actor, seq, amount)
+            )
+            state = state.with_entry(entry)
+            states[key] = state
+            rows[(key, self.actor)] = entry
+            results.append(state)
+        if rows:
+            self._seq = seq
+            group.vector[self.actor] = seq
+        group.states.update(states)
+        group.rows.update(rows)
+        group.local_writes += len(rows)
+        return results
+
+    def _prepare_apply(
+        self, group: _Group, entries: Sequence[tuple[str, Entry]], dots: dict[tuple[str, int], str]
+    ) -> ApplyResult:
+        states: dict[str, CounterState] = {}
+        rows: dict[tuple[str, str], Entry] = {}
+        switch = False
+        for key, entry in entries:
+            held_key = dots.get(entry.dot)
+            if held_key is not None and held_key != key:
+                raise ConflictingEntry(
+                    f"dot {entry.actor}:{entry.seq} is held for another key; page refused"
+                )
+            if entry.actor == self.actor and entry.seq > self._seq:
+                switch = True
+            before = states.get(key) or self._state(key, group)
+            after = before.with_entry(entry)
+            if after is not before:
+                states[key] = after
+                rows[(key, entry.actor)] = entry
+                dots[entry.dot] = key
+        if switch:
+            self._new_incarnation("another node holds a seq of our actor beyond our counter")
+            group.meta.update(self._pending_meta)
+        group.states.update(states)
+        group.rows.update(rows)
+        return ApplyResult(received=len(entries), applied=len(rows))
+
+    def _prepare_raise(self, group: _Group, vector: VersionVector) -> None:
+        if vector.get(self.actor) > self._seq:
+            self._new_incarnation("another node's vector is beyond our actor's counter")
+            group.meta.update(self._pending_meta)
+        for actor, seq in vector.items():
+            if actor == self.actor:
+                continue
+            if seq > max(self._vector.get(actor, 0), group.vector.get(actor, 0)):
+                group.vector[actor] = seq
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def _read_db(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise Unavailable("the store is closed")
+        return self._reader
+
+    async def read(self, key: str) -> CounterState:
+        """The committed state of ``key`` (empty if never written)."""
+        async with self._read_db().execute(
+            "SELECT actor, seq, total, floors FROM entries WHERE key = ?", (key,)
+        ) as cur:
+            return CounterState([_entry_from_row(*row) async for row in cur])
+
+    async def list_counters(
+        self, *, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> tuple[list[tuple[str, CounterState]], str | None]:
+        """Keys in key order from ``after`` (exclusive) with ``prefix``; and the next cursor."""
+        start = prefix if after is None or after < prefix else after
+        inclusive = after is None or after < prefix
+        op = ">=" if inclusive else ">"
+        db = self._read_db()
+        async with db.execute(
+            f"SELECT DISTINCT key FROM entries WHERE key {op} ? ORDER BY key LIMIT ?",
+            (start, limit + 1),
+        ) as cur:
+            keys = [key async for (key,) in cur if key.startswith(prefix)]
+        more = len(keys) > limit
+        keys = keys[:limit]
+        out = [(key, await self.read(key)) for key in keys]
+        return out, (keys[-1] if more and keys else None)
+
+    async def vector(self) -> VersionVector:
+        """The committed node-level vector V."""
+        async with self._read_db().execute("SELECT actor, seq FROM vector") as cur:
+            return VersionVector({actor: seq async for actor, seq in cur})
+
+    async def page(self, request: PullRequest) -> Page:
+        """One page of a pull, from the current committed state.
+
+        Every entry with ``(actor, seq) > cursor`` and ``seq > request.vector[actor]``, in
+        ``(actor, seq)`` order, with no upper bound; at most ``page_entries`` entries and about
+        ``page_bytes`` bytes. On the first page (no snapshot) the committed vector is read before
+        any entry, so the entries are at least as new as it.
+        """
+        db = self._read_db()
+        snapshot = request.snapshot
+        if snapshot is None or not (await self.vector()).descends(snapshot):
+            snapshot = await self.vector()
+        limit, budget = self.config.page_entries, self.config.page_bytes
+        entries: list[tuple[str, Entry]] = []
+        size = 0
+        actor: str | None
+        if request.cursor is None:
+            actor, after = await self._next_actor(db, None), 0
+        else:
+            actor, after = request.cursor
+        while actor is not None:
+            bound = max(after, request.vector.get(actor))
+            async with db.execute(
+                "SELECT key, seq, total, floors FROM entries WHERE actor = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (actor, bound, limit - len(entries) + 1),
+            ) as cur:
+                rows = await cur.fetchall()
+            for key, seq, total, floors in rows:
+                entry = _entry_from_row(actor, seq, total, floors)
+                cost = entry_size(key, entry)
+                if len(entries) >= limit or (entries and size + cost > budget):
+                    last = entries[-1][1]
+                    return self._page(snapshot, entries, (last.actor, last.seq))
+                entries.append((key, entry))
+                size += cost
+            actor, after = await self._next_actor(db, actor), 0
+        return self._page(snapshot, entries, None)
+
+    def _page(
+        self,
+        vector: VersionVector,
+        entries: list[tuple[str, Entry]],
+        cursor: tuple[str, int] | None,
+    ) -> Page:
+        return Page(self.node_id, self.actor, vector, tuple(entries), cursor)
+
+    @staticmethod
+    async def _next_actor(db: aiosqlite.Connection, after: str | None) -> str | None:
+        async with db.execute(
+            "SELECT MIN(actor) FROM entries WHERE actor > ?", ("" if after is None else after,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    async def integrity_check(self) -> str:
+        """``PRAGMA integrity_check`` on the committed database ("ok" when healthy)."""
+        async with self._read_db().execute("PRAGMA integrity_check") as cur:
+            row = await cur.fetchone()
+        return str(row[0]) if row else "no result"

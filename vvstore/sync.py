@@ -1,0 +1,289 @@
+"""Anti-entropy: one pull round as a function, and a loop that only schedules rounds.
+
+A pull asks a peer for every entry newer than our node-level vector V, page by page, applies
+each page idempotently, and raises V to the responder's committed vector S only after the page
+marked last, only if every page carried the same responder actor and S. Because the responder
+sends from its current committed state (which descends S) every entry whose seq is above V,
+after the last page we hold, for every actor X and key, X's entry at least as new as the
+responder held when it read S; the responder's own V was sound, so ``max(V, S)`` is sound. A
+round that fails, is abandoned or sees S change never raises V: soundness is never traded for
+progress.
+
+This module declares the :class:`Replica` and :class:`Peer` protocols it needs and imports
+neither aiohttp nor aiosqlite. Time and randomness are passed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vvstore.clock import VersionVector
+from vvstore.codec import Notice, Page, PullRequest
+from vvstore.counter import Entry
+from vvstore.errors import MalformedPayload, VVStoreError
+
+__all__ = ["Peer", "PeerLink", "PullRound", "Replica", "RoundResult", "SyncLoop", "behind"]
+
+log = logging.getLogger(__name__)
+
+
+class Replica(Protocol):
+    """The local side of a round (the store provides it)."""
+
+    async def vector(self) -> VersionVector: ...
+
+    async def apply(self, entries: Sequence[tuple[str, Entry]]) -> Any: ...
+
+    async def raise_vector(self, vector: VersionVector) -> None: ...
+
+
+class Peer(Protocol):
+    """The remote side of a round (HTTP in production, the in-memory network in tests)."""
+
+    @property
+    def url(self) -> str: ...
+
+    async def pull(self, request: PullRequest) -> Page: ...
+
+    async def notify(self, notice: Notice) -> None: ...
+
+
+def behind(ours: VersionVector, theirs: VersionVector) -> int:
+    """Events ``theirs`` has that ``ours`` lacks: sum over actors of max(0, theirs - ours)."""
+    return sum(max(0, seq - ours.get(actor)) for actor, seq in theirs.items())
+
+
+@dataclass(slots=True)
+class RoundResult:
+    """What one pull round did (tests and /status read it)."""
+
+    peer: str
+    complete: bool = False
+    pages: int = 0
+    entries: int = 0
+    applied: int = 0
+    responder: str | None = None
+    before: VersionVector = field(default_factory=VersionVector)
+    snapshot: VersionVector | None = None
+    reason: str = ""
+
+
+class PullRound:
+    """One pull from one peer, steppable page by page (tests interleave steps with faults).
+
+    ``await start()``, then ``await next_page()`` until it returns True, then
+    ``await finish()`` raises V. :func:`pull_once` runs the three in order.
+    """
+
+    def __init__(self, replica: Replica, peer: Peer, *, max_pages: int) -> None:
+        self.replica = replica
+        self.peer = peer
+        self.max_pages = max_pages
+        self.result = RoundResult(peer=peer.url)
+        self._cursor: tuple[str, int] | None = None
+        self._done = False
+
+    async def start(self) -> None:
+        """Fix V as it stands when the round begins."""
+        self.result.before = await self.replica.vector()
+
+    async def next_page(self) -> bool:
+        """Fetch and apply one page; True once the last page has been applied.
+
+        :raises MalformedPayload: the responder changed identity or S mid-round, or its cursor
+            did not advance; the round is over and V is not raised.
+        :raises PeerError: the call failed.
+        """
+        result = self.result
+        if result.pages >= self.max_pages:
+            raise MalformedPayload(f"round exceeded its budget of {self.max_pages} pages")
+        page = await self.peer.pull(PullRequest(result.before, self._cursor, result.snapshot))
+        result.pages += 1
+        if result.snapshot is None:
+            result.snapshot, result.responder = page.vector, page.actor
+        elif page.vector != result.snapshot or page.actor != result.responder:
+            raise MalformedPayload("the responder's actor or vector changed during the round")
+        if page.next is not None and self._cursor is not None and page.next <= self._cursor:
+            raise MalformedPayload("the responder's cursor did not advance")
+        if page.entries:
+            outcome = await self.replica.apply(page.entries)
+            result.entries += len(page.entries)
+            result.applied += getattr(outcome, "applied", 0)
+        self._cursor = page.next
+        self._done = page.last
+        return self._done
+
+    async def finish(self) -> RoundResult:
+        """Raise V to max(V, S), queued after every page's rows (so committed no earlier)."""
+        if not self._done or self.result.snapshot is None:
+            raise RuntimeError("finish() before the last page was applied")
+        await self.replica.raise_vector(self.result.snapshot)
+        self.result.complete = True
+        return self.result
+
+
+async def pull_once(replica: Replica, peer: Peer, *, max_pages: int) -> RoundResult:
+    """One complete pull round from ``peer`` (see :class:`PullRound`)."""
+    round_ = PullRound(replica, peer, max_pages=max_pages)
+    await round_.start()
+    while not await round_.next_page():
+        pass
+    return await round_.finish()
+
+
+@dataclass(slots=True)
+class PeerLink:
+    """What this node knows of one peer, for scheduling and for /status."""
+
+    peer: Peer
+    node: str | None = None
+    reachable: bool = False
+    last_success: float | None = None
+    last_error: str | None = None
+    behind: int = 0
+    failures: int = 0
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.peer.url,
+            "node": self.node,
+            "reachable": self.reachable,
+            "last_success": self.last_success,
+            "last_error": self.last_error,
+            "behind": self.behind,
+        }
+
+
+class SyncLoop:
+    """Schedules pull rounds with every peer and sends debounced write notices.
+
+    Per peer, a round every ``interval`` seconds (+-20% jitter), sooner when a notice shows the
+    peer has something we lack. A failing peer backs off, doubling from ``interval`` up to
+    ``backoff_cap``, with jitter, and resets on success. Rounds run one at a time per node (a
+    lock), so the same entries are not fetched twice; each call has its own timeout in the
+    peer, so a dead peer holds the lock for at most one call timeout. A failed round is logged
+    with its context and never ends the loop.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        peers: Sequence[Peer],
+        *,
+        node_id: str,
+        actor: Callable[[], str],
+        interval: float,
+        backoff_cap: float,
+        round_timeout: float,
+        max_pages: int,
+        notice_delay: float,
+        rng: random.Random,
+        clock: Callable[[], float],
+    ) -> None:
+        self.replica = replica
+        self.links = [PeerLink(peer) for peer in peers]
+        self.node_id = node_id
+        self._actor = actor
+        self.interval = interval
+        self.backoff_cap = backoff_cap
+        self.round_timeout = round_timeout
+        self.max_pages = max_pages
+        self.notice_delay = notice_delay
+        self._rng = rng
+        self._clock = clock
+        self._round_lock = asyncio.Lock()
+        self._notice_due = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: Completed rounds, for tests and figures.
+        self.rounds_completed = 0
+
+    def start(self) -> None:
+        for link in self.links:
+            self._tasks.append(asyncio.create_task(self._run_link(link)))
+        if self.links:
+            self._tasks.append(asyncio.create_task(self._run_notices()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    def local_write(self) -> None:
+        """Called after a local commit: schedule a debounced notice to every peer."""
+        self._notice_due.set()
+
+    def notice_received(self, notice: Notice, ours: VersionVector) -> None:
+        """Pull soon from the sender if its vector is not dominated by (descended by) ours."""
+        if ours.descends(notice.vector):
+            return
+        known = [link for link in self.links if link.node == notice.node]
+        for link in known or [link for link in self.links if link.node is None]:
+            link.wake.set()
+
+    def _delay(self, link: PeerLink) -> float:
+        base = self.interval
+        if link.failures:
+            base = min(self.backoff_cap, self.interval * 2 ** min(link.failures, 30))
+        return base * self._rng.uniform(0.8, 1.2)
+
+    async def _run_link(self, link: PeerLink) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(link.wake.wait(), self._delay(link))
+            link.wake.clear()
+            await self.round(link)
+
+    async def round(self, link: PeerLink) -> RoundResult | None:
+        """Run one pull round with ``link``'s peer, recording the outcome; never raises."""
+        async with self._round_lock:
+            try:
+                async with asyncio.timeout(self.round_timeout):
+                    result = await pull_once(self.replica, link.peer, max_pages=self.max_pages)
+            except (VVStoreError, TimeoutError, OSError) as exc:
+                link.failures += 1
+                link.reachable = False
+                link.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning(
+                    "pull from %s failed (attempt %d, our vector %s): %s",
+                    link.peer.url,
+                    link.failures,
+                    (await self.replica.vector()).to_dict(),
+                    link.last_error,
+                )
+                return None
+        link.failures = 0
+        link.reachable = True
+        link.last_success = self._clock()
+        link.last_error = None
+        link.node = result.responder.split("~", 1)[0] if result.responder else link.node
+        if result.snapshot is not None:
+            link.behind = behind(result.before, result.snapshot)
+        self.rounds_completed += 1
+        return result
+
+    async def _run_notices(self) -> None:
+        while True:
+            await self._notice_due.wait()
+            if self.notice_delay:
+                await asyncio.sleep(self.notice_delay)  # debounce: one notice per burst
+            self._notice_due.clear()
+            notice = Notice(self.node_id, self._actor(), await self.replica.vector())
+            await asyncio.gather(
+                *(self._notify(link, notice) for link in self.links), return_exceptions=True
+            )
+
+    async def _notify(self, link: PeerLink, notice: Notice) -> None:
+        try:
+            await link.peer.notify(notice)
+        except (VVStoreError, OSError, TimeoutError) as exc:
+            log.debug("notice to %s failed: %s", link.peer.url, exc)
