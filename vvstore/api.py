@@ -109,7 +109,9 @@ _STATUS: dict[type[VVStoreError], int] = {
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),
+        # ASCII with \u escapes: any key round-trips, and text echoed from a request (even a
+        # lone surrogate) can always be encoded.
+        body=json.dumps(body, separators=(",", ":")).encode(),
         status=status,
         content_type="application/json",
         headers=headers,
@@ -267,9 +269,10 @@ def create_app(service: NodeService) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
     app.router.add_get("/counters", list_counters)
-    app.router.add_get("/counters/{key:.+}", get_counter)
-    app.router.add_post("/counters/{key:.+}", post_counter)
-    app.router.add_delete("/counters/{key:.+}", delete_counter)
+    # [\s\S]: a key may hold any character, newline included (decode_key then refuses it).
+    app.router.add_get("/counters/{key:[\\s\\S]+}", get_counter)
+    app.router.add_post("/counters/{key:[\\s\\S]+}", post_counter)
+    app.router.add_delete("/counters/{key:[\\s\\S]+}", delete_counter)
     app.router.add_post("/batch", post_batch)
     app.router.add_post("/sync/pull", sync_pull)
     app.router.add_post("/sync/notice", sync_notice)

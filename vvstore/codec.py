@@ -41,6 +41,8 @@ __all__ = [
     "ACTOR_ID_RE",
     "FORMAT_VERSION",
     "MAX_KEY_BYTES",
+    "MAX_PAGE_BYTES",
+    "MAX_PAGE_ENTRIES",
     "Notice",
     "Page",
     "PullRequest",
@@ -64,6 +66,9 @@ __all__ = [
 #: Version of the sync payloads. Append-only: a node refuses a version it does not know.
 FORMAT_VERSION = 1
 MAX_KEY_BYTES = 256
+#: The most entries, and bytes, a node accepts in one sync page (what it sends may be less).
+MAX_PAGE_ENTRIES = 5000
+MAX_PAGE_BYTES = 1 << 20
 ACTOR_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,40}~[0-9a-f]{16}")
 
 Cursor = tuple[str, int]
@@ -117,12 +122,12 @@ def _refuse_constant(name: str) -> Any:
 
 
 def read_body(body: bytes) -> Any:
-    """Parse a JSON body strictly (no NaN or Infinity).
+    """Parse a UTF-8 JSON body strictly (no NaN or Infinity, no UTF-16 or UTF-32 guessing).
 
     :raises ValueError: for anything that is not valid JSON (including absurd nesting).
     """
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     except UnicodeDecodeError:
@@ -384,7 +389,7 @@ def _entry(value: object, i: int, max_actors: int) -> tuple[str, Entry]:
     return key, Entry(actor, seq, total, floors)
 
 
-def decode_page(body: bytes, *, max_actors: int, max_entries: int) -> Page:
+def decode_page(body: bytes, *, max_actors: int) -> Page:
     """Validate a whole page before anything of it is applied.
 
     Entries must be in strictly increasing ``(actor, seq)`` order, as the protocol sends them.
@@ -396,8 +401,8 @@ def decode_page(body: bytes, *, max_actors: int, max_entries: int) -> Page:
         raise MalformedPayload(f"node must be a node id, got {node!r}")
     actor = _actor(obj["actor"], "actor")
     raw_entries = obj["entries"]
-    if not isinstance(raw_entries, list) or len(raw_entries) > max_entries:
-        raise MalformedPayload(f"entries must be a list of at most {max_entries}")
+    if not isinstance(raw_entries, list) or len(raw_entries) > MAX_PAGE_ENTRIES:
+        raise MalformedPayload(f"entries must be a list of at most {MAX_PAGE_ENTRIES}")
     entries = tuple(_entry(e, i, max_actors) for i, e in enumerate(raw_entries))
     for (_, a), (_, b) in itertools.pairwise(entries):
         if (a.actor, a.seq) >= (b.actor, b.seq):

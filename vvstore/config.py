@@ -73,7 +73,8 @@ class NodeConfig:
     max_group: int = 2_000
     # Most actors accepted in one version vector from a peer.
     max_vector_actors: int = 256
-    # Most entries, and most encoded bytes, in one sync page.
+    # Most entries, and most encoded bytes, in one sync page this node sends (at most 5,000
+    # and 1 MiB, the most any node accepts).
     page_entries: int = 5_000
     page_bytes: int = 1 << 20
     # Keys whose state the writer keeps in memory (an LRU); misses read SQLite.
@@ -111,8 +112,8 @@ class NodeConfig:
             "queue_limit": (self.queue_limit, 1, 10_000_000),
             "max_group": (self.max_group, 1, 100_000),
             "max_vector_actors": (self.max_vector_actors, 1, 100_000),
-            "page_entries": (self.page_entries, 1, 100_000),
-            "page_bytes": (self.page_bytes, 1024, 1 << 30),
+            "page_entries": (self.page_entries, 1, 5000),
+            "page_bytes": (self.page_bytes, 1024, 1 << 20),
             "cache_keys": (self.cache_keys, 0, 100_000_000),
         }
         for name, (value, low, high) in bounded.items():

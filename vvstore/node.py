@@ -71,9 +71,8 @@ class Node:
         rng: random.Random | None = None,
     ) -> Node:
         """Open the node's store; the sync loop starts with :meth:`start`."""
-        rng = rng or random.Random()
-        store = await Store.open(config, rng=rng)
-        return cls(config, store, peers, rng=rng)
+        store = await Store.open(config)
+        return cls(config, store, peers, rng=rng or random.Random())
 
     def start(self) -> None:
         self.sync.start()
@@ -138,9 +137,7 @@ def node_app(config: NodeConfig) -> web.Application:
                     url,
                     session,
                     timeout=config.peer_timeout,
-                    page_bytes=config.page_bytes,
                     max_actors=config.max_vector_actors,
-                    max_entries=config.page_entries,
                 )
                 for url in config.peers
             ]

@@ -12,6 +12,7 @@ import logging
 import aiohttp
 
 from vvstore.codec import (
+    MAX_PAGE_BYTES,
     Notice,
     Page,
     PullRequest,
@@ -35,16 +36,13 @@ class HttpPeer:
         session: aiohttp.ClientSession,
         *,
         timeout: float,
-        page_bytes: int,
         max_actors: int,
-        max_entries: int,
     ) -> None:
         self.url = url.rstrip("/")
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._max_response = page_bytes + 64 * 1024
+        self._max_response = MAX_PAGE_BYTES + 64 * 1024
         self._max_actors = max_actors
-        self._max_entries = max_entries
         #: Bytes received in sync responses (figures for replication cost).
         self.bytes_received = 0
 
@@ -73,7 +71,7 @@ class HttpPeer:
     async def pull(self, request: PullRequest) -> Page:
         data = await self._post("/sync/pull", encode_pull_request(request))
         try:
-            return decode_page(data, max_actors=self._max_actors, max_entries=self._max_entries)
+            return decode_page(data, max_actors=self._max_actors)
         except CodecError as exc:
             log.warning("invalid_response from %s: %s", self.url, exc)
             raise

@@ -117,17 +117,32 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
 
-async def _wait_closed(writer: asyncio.StreamWriter) -> None:
-    """Wait until the transport is really closed, resetting it if a flush takes too long."""
+async def _shut_down(*writers: asyncio.StreamWriter, graceful: bool) -> None:
+    """Close ``writers`` (flushing them, or by reset) and wait until they really are closed.
+
+    A graceful close that cannot flush within _CLOSE_TIMEOUT_S (the peer does not read) and a
+    cancellation (the proxy is closing) both end in a reset, so no socket is left behind.
+    """
+    for writer in writers:
+        if graceful:
+            writer.close()
+        else:
+            _reset(writer)
     try:
-        await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT_S)
-    except TimeoutError:
-        _reset(writer)
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-    except OSError:
-        # The peer reset the connection first: it is closed, which is all we wanted.
-        pass
+        for writer in writers:
+            try:
+                await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                _reset(writer)
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+            except OSError:
+                # The peer reset the connection first: it is closed, which is all we wanted.
+                pass
+    except asyncio.CancelledError:
+        for writer in writers:
+            _reset(writer)
+        raise
 
 
 @dataclass(eq=False, slots=True)
@@ -218,6 +233,7 @@ class _Pump:
                 due = max(due, self._queue[-1][0])
             self._queue.append((due, chunk))
             self._queued_bytes += len(chunk)
+            self._proxy._delayed[self._direction] += len(chunk)
             if self._timer is None:
                 self._timer = self._loop.call_at(due, self._flush)
             while self._queued_bytes >= MAX_DELAYED_BYTES:
@@ -245,6 +261,7 @@ class _Pump:
         while self._queue and self._queue[0][0] <= now:
             _, chunk = self._queue.popleft()
             self._queued_bytes -= len(chunk)
+            self._proxy._delayed[self._direction] -= len(chunk)
             self._deliver(chunk)
         if self._queue:
             self._timer = self._loop.call_at(self._queue[0][0], self._flush)
@@ -256,6 +273,7 @@ class _Pump:
             self._timer.cancel()
             self._timer = None
         self._queue.clear()
+        self._proxy._delayed[self._direction] -= self._queued_bytes
         self._queued_bytes = 0
 
 
@@ -278,6 +296,7 @@ class FaultProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._carried: Counter[Direction] = Counter()
         self._dropped: Counter[Direction] = Counter()
+        self._delayed: Counter[Direction] = Counter()
         self._accepted = 0
         self._refused = 0
         self._aborted = 0
@@ -346,15 +365,13 @@ class FaultProxy:
     ) -> None:
         if self._closed or self.policy(link.src, link.dst).mode == "refuse":
             self._refused += 1
-            _reset(writer)
-            await _wait_closed(writer)
+            await _shut_down(writer, graceful=False)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(link.host, link.target_port)
         except OSError:
             # The target is down: the opener sees a reset, as it would without the proxy.
-            _reset(writer)
-            await _wait_closed(writer)
+            await _shut_down(writer, graceful=False)
             return
         except BaseException:
             _reset(writer)
@@ -384,11 +401,7 @@ class FaultProxy:
             forward.discard()
             backward.discard()
             self._conns.discard(conn)
-            if not conn.reset:
-                writer.close()
-                up_writer.close()
-            await _wait_closed(writer)
-            await _wait_closed(up_writer)
+            await _shut_down(writer, up_writer, graceful=not conn.reset)
 
     # -- policy -----------------------------------------------------------------------------
 
@@ -511,6 +524,10 @@ class FaultProxy:
         """Bytes from ``a`` to ``b`` read and discarded by a drop policy."""
         return self._dropped[(a, b)]
 
+    def bytes_delayed(self, a: str, b: str) -> int:
+        """Bytes from ``a`` to ``b`` read and now waiting out a delay (a gauge, not a total)."""
+        return self._delayed[(a, b)]
+
     def stats(self) -> dict[str, Any]:
         """A JSON-friendly snapshot of links, directions and connection counts."""
         directions = (
@@ -538,6 +555,7 @@ class FaultProxy:
                     **self.policy(a, b).to_dict(),
                     "carried": self._carried[(a, b)],
                     "dropped": self._dropped[(a, b)],
+                    "delayed": self._delayed[(a, b)],
                 }
                 for a, b in sorted(directions)
             ],

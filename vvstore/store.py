@@ -24,7 +24,6 @@ import fcntl
 import json
 import logging
 import os
-import random
 import sqlite3
 import time
 from collections import OrderedDict
@@ -181,9 +180,8 @@ class _Group:
 class Store:
     """A node's durable state. Open with :meth:`open`; close with :meth:`close`."""
 
-    def __init__(self, config: NodeConfig, rng: random.Random) -> None:
+    def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self._rng = rng
         self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._lock_fd: int | None = None
@@ -206,14 +204,14 @@ class Store:
     # --- lifecycle -----------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, config: NodeConfig, *, rng: random.Random | None = None) -> Store:
+    async def open(cls, config: NodeConfig) -> Store:
         """Open (creating if needed) the data directory, lock it, migrate, start the writer.
 
         :raises DataDirLocked: another process serves this directory.
         :raises NodeIdMismatch: the directory belongs to another node id.
         :raises SchemaTooNew: the database was written by a newer vvstore.
         """
-        store = cls(config, rng or random.SystemRandom())
+        store = cls(config)
         try:
             await store._open()
         except BaseException:
@@ -299,7 +297,7 @@ class Store:
         elif meta.get("file_identity") != file_identity:
             reason = "the database file was copied or restored"
         elif (
-            self.config.durability == "normal"
+            meta.get("durability") == "normal"
             and meta.get("clean_shutdown") != "1"
             and meta.get("boot_id") != boot_id
         ):
@@ -311,6 +309,7 @@ class Store:
             "file_identity": file_identity,
             "boot_id": boot_id,
             "clean_shutdown": "0",
+            "durability": self.config.durability,
         }
         if reason is not None:
             updates.update(self._new_incarnation(reason))
@@ -322,7 +321,8 @@ class Store:
         """Switch to a new actor id; the change is committed with the next transaction."""
         old = self.actor
         self.incarnation += 1
-        self.actor = make_actor_id(self.node_id, self._rng.getrandbits(64))
+        # From the OS, never a seeded generator: two incarnations must not share an actor id.
+        self.actor = make_actor_id(self.node_id, int.from_bytes(os.urandom(8), "big"))
         self._seq = 0
         if old:
             log.warning(
@@ -338,6 +338,23 @@ class Store:
         if self._writer is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._queue.join(), self.config.shutdown_timeout)
+        await self._stop_writer()
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean_shutdown', '1')")
+        await self._release()
+
+    async def abort(self) -> None:
+        """Stop at once, as a killed process would: no drain, no clean-shutdown mark.
+
+        Queued writes fail with :class:`Unavailable`; committed ones are on disk already.
+        """
+        self._closing = True
+        await self._stop_writer()
+        await self._release()
+
+    async def _stop_writer(self) -> None:
+        if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
@@ -346,10 +363,6 @@ class Store:
             op = self._queue.get_nowait()
             if not op.future.done():
                 op.future.set_exception(Unavailable("the node is shutting down"))
-        if self._db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                await self._db.execute("INSERT OR REPLACE INTO meta VALUES ('clean_shutdown', '1')")
-        await self._release()
 
     async def _release(self) -> None:
         for db in (self._reader, self._db):
@@ -413,6 +426,11 @@ class Store:
                 ops.append(self._queue.get_nowait())
             try:
                 await self._run_group(ops)
+            except asyncio.CancelledError:
+                for op in ops:  # stopped mid-group: the outcome is unknown to the waiters
+                    if not op.future.done():
+                        op.future.set_exception(Unavailable("the node stopped during the write"))
+                raise
             except Exception as exc:  # a failed group never kills the writer
                 log.exception("write group failed")
                 for op in ops:
@@ -535,11 +553,11 @@ class Store:
 
     def _prepare(self, op: _Op, group: _Group, dots: dict[tuple[str, int], str]) -> Any:
         if isinstance(op, _Increment):
-            return self._prepare_writes(group, [(op.key, op.amount)], reset=False)[0]
+            return self._prepare_writes(group, [(op.key, op.amount)], dots, reset=False)[0]
         if isinstance(op, _Reset):
-            return self._prepare_writes(group, [(op.key, 0)], reset=True)[0]
+            return self._prepare_writes(group, [(op.key, 0)], dots, reset=True)[0]
         if isinstance(op, _Batch):
-            return self._prepare_writes(group, op.items, reset=False)
+            return self._prepare_writes(group, op.items, dots, reset=False)
         if isinstance(op, _Apply):
             return self._prepare_apply(group, op.entries, dots)
         if isinstance(op, _RaiseVector):
@@ -547,7 +565,12 @@ class Store:
         raise TypeError(f"unknown write operation {op!r}")
 
     def _prepare_writes(
-        self, group: _Group, items: Sequence[tuple[str, int]], *, reset: bool
+        self,
+        group: _Group,
+        items: Sequence[tuple[str, int]],
+        dots: dict[tuple[str, int], str],
+        *,
+        reset: bool,
     ) -> list[CounterState]:
         """Prepare local writes all-or-none: on any refusal, the group is left untouched."""
         states: dict[str, CounterState] = {}
@@ -570,6 +593,7 @@ class Store:
         if rows:
             self._seq = seq
             group.vector[self.actor] = seq
+            dots.update({entry.dot: key for (key, _), entry in rows.items()})
         group.states.update(states)
         group.rows.update(rows)
         group.local_writes += len(rows)
@@ -580,9 +604,10 @@ class Store:
     ) -> ApplyResult:
         states: dict[str, CounterState] = {}
         rows: dict[tuple[str, str], Entry] = {}
+        page_dots: dict[tuple[str, int], str] = {}
         switch = False
         for key, entry in entries:
-            held_key = dots.get(entry.dot)
+            held_key = page_dots.get(entry.dot) or dots.get(entry.dot)
             if held_key is not None and held_key != key:
                 raise ConflictingEntry(
                     f"dot {entry.actor}:{entry.seq} is held for another key; page refused"
@@ -594,7 +619,8 @@ class Store:
             if after is not before:
                 states[key] = after
                 rows[(key, entry.actor)] = entry
-                dots[entry.dot] = key
+                page_dots[entry.dot] = key
+        dots.update(page_dots)
         if switch:
             self._new_incarnation("another node holds a seq of our actor beyond our counter")
             group.meta.update(self._pending_meta)

@@ -1,0 +1,242 @@
+"""In-process replicas on the in-memory network: rounds stepped by hand, partitions, pages."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import pytest
+
+from vvstore.clock import VersionVector
+from vvstore.codec import Notice, Page, PullRequest
+from vvstore.config import NodeConfig
+from vvstore.errors import MalformedPayload
+from vvstore.node import Node
+from vvstore.sync import PullRound, pull_once
+from vvstore.testing import Network, open_memory_node
+
+NAMES = ("A", "B", "C")
+Cluster = tuple[Network, dict[str, Node]]
+
+
+@pytest.fixture
+async def cluster(make_config: Callable[..., NodeConfig]) -> AsyncIterator[Callable[..., Any]]:
+    opened: list[Node] = []
+
+    async def make(names: Sequence[str] = NAMES, **fields: Any) -> Cluster:
+        network = Network(rng=random.Random(7))
+        nodes = {}
+        for i, name in enumerate(names):
+            node = await open_memory_node(network, make_config(name, **fields), names, seed=i)
+            nodes[name] = node
+            opened.append(node)
+        return network, nodes
+
+    yield make
+    for node in opened:
+        await node.close()
+
+
+def link(nodes: dict[str, Node], src: str, dst: str) -> Any:
+    return next(x for x in nodes[src].sync.links if x.peer.url == f"memory://{dst}")
+
+
+async def full_rounds(nodes: dict[str, Node]) -> None:
+    """Two passes of pulls between every ordered pair: enough for any state to spread."""
+    for _ in range(2):
+        for src in nodes:
+            for dst in nodes:
+                if src != dst:
+                    result = await nodes[src].sync.round(link(nodes, src, dst))
+                    assert result is not None and result.complete
+
+
+async def snapshot(node: Node) -> tuple[dict[str, Any], dict[str, int]]:
+    counters, _ = await node.list_counters(prefix="", after=None, limit=1000)
+    states = {
+        key: [(e.actor, e.seq, e.total, dict(e.floors)) for e in sorted(s, key=lambda e: e.actor)]
+        for key, s in counters
+    }
+    return states, (await node.store.vector()).to_dict()
+
+
+async def test_three_nodes_converge_after_concurrent_writes(cluster: Any) -> None:
+    _, nodes = await cluster()
+    await asyncio.gather(
+        *(nodes[name].increment(f"k{i % 3}", i + 1) for i in range(30) for name in NAMES)
+    )
+    await full_rounds(nodes)
+    snaps = [await snapshot(n) for n in nodes.values()]
+    assert snaps[0] == snaps[1] == snaps[2]
+    expected = {f"k{j}": 3 * sum(i + 1 for i in range(30) if i % 3 == j) for j in range(3)}
+    for node in nodes.values():
+        for key, value in expected.items():
+            assert (await node.read(key)).value() == value
+    vector = VersionVector({n.store.actor: 30 for n in nodes.values()})
+    assert (await nodes["A"].store.vector()) == vector
+
+
+async def test_partition_diverges_then_heal_converges(cluster: Any) -> None:
+    network, nodes = await cluster()
+    network.partition(["A"], ["B", "C"])
+    await nodes["A"].increment("likes", 5)
+    await nodes["B"].increment("likes", 7)
+    assert await nodes["A"].sync.round(link(nodes, "A", "B")) is None
+    assert await nodes["B"].sync.round(link(nodes, "B", "C")) is not None
+    a, b = await nodes["A"].read("likes"), await nodes["B"].read("likes")
+    assert (a.value(), b.value()) == (5, 7)
+    assert a.version().concurrent_with(b.version())
+    assert link(nodes, "A", "B").reachable is False
+    network.heal()
+    await full_rounds(nodes)
+    for node in nodes.values():
+        assert (await node.read("likes")).value() == 12
+
+
+async def test_concurrent_resets_and_increments(cluster: Any) -> None:
+    network, nodes = await cluster()
+    await nodes["A"].increment("k", 10)
+    await full_rounds(nodes)
+    network.partition(["A"], ["B"], ["C"])
+    await nodes["A"].reset("k")
+    await nodes["B"].reset("k")
+    await nodes["C"].increment("k", 3)  # no reset saw it: it survives
+    network.heal()
+    await full_rounds(nodes)
+    for node in nodes.values():
+        assert (await node.read("k")).value() == 3
+
+
+async def test_a_node_started_empty_catches_up_over_many_pages(cluster: Any) -> None:
+    _, nodes = await cluster(("A", "B"), page_entries=2)
+    await nodes["A"].batch([(f"key{i}", i + 1) for i in range(11)])
+    round_ = PullRound(nodes["B"].store, link(nodes, "B", "A").peer, max_pages=100)
+    await round_.start()
+    while not await round_.next_page():
+        pass
+    result = await round_.finish()
+    assert result.pages == 6 and result.entries == 11
+    assert (await nodes["B"].store.vector()) == (await nodes["A"].store.vector())
+    assert (await nodes["B"].read("key10")).value() == 11
+
+
+async def test_an_idle_round_costs_bytes_per_actor_not_per_key(cluster: Any) -> None:
+    network, nodes = await cluster(("A", "B"))
+    await nodes["A"].batch([(f"key{i}", 1) for i in range(500)])
+    await full_rounds(nodes)
+    before = network.link_stats("B", "A").reply_bytes
+    result = await nodes["B"].sync.round(link(nodes, "B", "A"))
+    assert result is not None and result.entries == 0
+    idle = network.link_stats("B", "A").reply_bytes - before
+    assert idle < 200, idle  # node, actor and a two-actor vector: no entry, no key
+
+
+async def test_a_round_ships_only_what_diverged(cluster: Any) -> None:
+    network, nodes = await cluster(("A", "B"))
+    await nodes["A"].batch([(f"key{i}", 1) for i in range(1000)])
+    await full_rounds(nodes)
+    await nodes["A"].batch([(f"key{i}", 1) for i in range(0, 1000, 100)])
+    before = network.link_stats("B", "A").entries
+    result = await nodes["B"].sync.round(link(nodes, "B", "A"))
+    assert result is not None and result.entries == 10
+    assert network.link_stats("B", "A").entries - before == 10
+
+
+class _ChangingPeer:
+    """Answers the first page honestly, then claims another vector: V must not be raised."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.calls = 0
+
+    async def pull(self, request: PullRequest) -> Page:
+        page: Page = await self.inner.pull(request)
+        self.calls += 1
+        if self.calls > 1:
+            page = Page(
+                page.node, page.actor, page.vector.increment(page.actor), page.entries, page.next
+            )
+        return page
+
+    async def notify(self, notice: Notice) -> None:
+        await self.inner.notify(notice)
+
+
+async def test_v_is_not_raised_when_the_responder_vector_changes_mid_round(cluster: Any) -> None:
+    _, nodes = await cluster(("A", "B"), page_entries=1)
+    await nodes["A"].batch([("x", 1), ("y", 1), ("z", 1)])
+    peer = _ChangingPeer(link(nodes, "B", "A").peer)
+    with pytest.raises(MalformedPayload):
+        await pull_once(nodes["B"].store, peer, max_pages=10)
+    assert (await nodes["B"].store.vector()).get(nodes["A"].store.actor) == 0
+    assert (await nodes["B"].read("x")).value() == 1  # the first page was applied, idempotently
+
+
+async def test_a_round_over_its_page_budget_does_not_raise_v(cluster: Any) -> None:
+    _, nodes = await cluster(("A", "B"), page_entries=1)
+    await nodes["A"].batch([("x", 1), ("y", 1), ("z", 1)])
+    with pytest.raises(MalformedPayload, match="budget"):
+        await pull_once(nodes["B"].store, link(nodes, "B", "A").peer, max_pages=2)
+    assert (await nodes["B"].store.vector()) == VersionVector()
+
+
+async def test_lost_replies_and_replayed_pages_change_nothing(cluster: Any) -> None:
+    network, nodes = await cluster(("A", "B"), page_entries=2)
+    await nodes["A"].batch([(f"k{i}", i + 1) for i in range(5)])
+    network.drop("A", "B", 1.0)
+    assert await nodes["B"].sync.round(link(nodes, "B", "A")) is None
+    assert link(nodes, "B", "A").failures == 1
+    network.heal()
+    for _ in range(2):  # a whole round replayed
+        assert await nodes["B"].sync.round(link(nodes, "B", "A")) is not None
+    assert link(nodes, "B", "A").failures == 0
+    for i in range(5):
+        assert (await nodes["B"].read(f"k{i}")).value() == i + 1
+
+
+async def test_a_notice_wakes_a_pull_only_when_the_sender_has_news(cluster: Any) -> None:
+    _, nodes = await cluster(("A", "B"))
+    b_link = link(nodes, "B", "A")
+    b_link.node = "A"
+    ours = await nodes["B"].store.vector()
+    nodes["B"].sync.notice_received(Notice("A", nodes["A"].store.actor, ours), ours)
+    assert not b_link.wake.is_set()
+    await nodes["A"].increment("k", 1)
+    news = await nodes["A"].store.vector()
+    nodes["B"].sync.notice_received(Notice("A", nodes["A"].store.actor, news), ours)
+    assert b_link.wake.is_set()
+
+
+async def test_running_loops_converge_quickly(cluster: Any) -> None:
+    _, nodes = await cluster(sync_interval=5.0, notice_delay=0.01)
+    for node in nodes.values():
+        node.start()
+    await nodes["A"].increment("fast", 1)
+    await nodes["C"].increment("fast", 2)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 3.0  # notices, not the 5 s interval, must do it
+    while loop.time() < deadline:
+        values = [(await n.read("fast")).value() for n in nodes.values()]
+        if values == [3, 3, 3]:
+            break
+        await asyncio.sleep(0.01)
+    assert values == [3, 3, 3]
+
+
+async def test_a_failing_peer_backs_off_up_to_the_cap(cluster: Any) -> None:
+    network, nodes = await cluster(("A", "B"), sync_interval=0.5, backoff_cap=2.0)
+    network.isolate("A")
+    b_link = link(nodes, "B", "A")
+    delays = []
+    for _ in range(4):
+        assert await nodes["B"].sync.round(b_link) is None
+        delays.append(nodes["B"].sync._delay(b_link))
+    assert 0.8 <= delays[0] <= 1.2  # 0.5 * 2, jittered
+    assert all(1.6 <= d <= 2.4 for d in delays[2:])  # capped at 2 s, jittered
+    network.heal()
+    assert await nodes["B"].sync.round(b_link) is not None
+    assert 0.4 <= nodes["B"].sync._delay(b_link) <= 0.6
+    assert "PeerUnreachable" not in (b_link.last_error or "")

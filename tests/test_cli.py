@@ -1,0 +1,360 @@
+"""The ``vvstore`` command line: argument errors in-process, and a real ``serve`` end to end.
+
+The end-to-end tests start ``python -m vvstore serve`` on port 0, read the listening URL from
+its start-up log line, and drive it with the client subcommands. Every process a test starts is
+killed by its PID in a ``finally`` block, and a failing assertion carries the server log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from vvstore import __version__
+from vvstore.cli import main
+
+START_DEADLINE = 15.0
+STOP_DEADLINE = 5.0
+CLI_TIMEOUT = 30.0
+STARTUP_RE = re.compile(
+    r"vvstore node (?P<node>\S+) actor (?P<actor>\S+) listening on (?P<url>http://\S+)"
+    r" data-dir (?P<data_dir>.+?) durability (?P<durability>\S+)"
+)
+ACTOR_RE = re.compile(r"c1~[0-9a-f]{16}")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m vvstore ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "vvstore", *args],
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        check=False,
+    )
+
+
+@dataclass
+class Server:
+    """A running ``vvstore serve`` subprocess and what its start-up line said."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    url: str
+    actor: str
+    startup: str
+
+    def log(self) -> str:
+        return read_log(self.log_path)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a client subcommand against this server; fail with the server log if it fails."""
+        result = run_cli(*args, "--url", self.url)
+        assert result.returncode == 0, f"{args}: {result.stderr}\n--- server log ---\n{self.log()}"
+        return result
+
+    def terminate(self) -> int:
+        """SIGTERM; return the exit status, which must come within STOP_DEADLINE seconds."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit {STOP_DEADLINE}s after SIGTERM\n--- server log ---\n{self.log()}")
+
+
+def read_log(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+def wait_for_startup(process: subprocess.Popen[bytes], log_path: Path) -> re.Match[str]:
+    """Poll the log until the start-up line appears, the process dies, or the deadline passes."""
+    deadline = time.monotonic() + START_DEADLINE
+    while time.monotonic() < deadline:
+        match = STARTUP_RE.search(read_log(log_path))
+        if match is not None:
+            return match
+        if process.poll() is not None:
+            pytest.fail(
+                f"serve exited with {process.returncode} before listening\n"
+                f"--- server log ---\n{read_log(log_path)}"
+            )
+        time.sleep(0.05)
+    pytest.fail(
+        f"no start-up line within {START_DEADLINE}s\n--- server log ---\n{read_log(log_path)}"
+    )
+
+
+@contextlib.contextmanager
+def serving(data_dir: Path, log_path: Path, node_id: str = "c1") -> Iterator[Server]:
+    """Start ``vvstore serve`` on a free port; always kill it (by its PID) afterwards."""
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "vvstore",
+                "serve",
+                "--node-id",
+                node_id,
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                "0",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        match = wait_for_startup(process, log_path)
+        yield Server(process, log_path, match["url"], match["actor"], match.group(0))
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=STOP_DEADLINE)
+
+
+def one_error_line(stderr: str) -> str:
+    """stderr holds exactly one line, ``vvstore: error: ...``; return it."""
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("vvstore: error: "), stderr
+    assert len(lines[0]) > len("vvstore: error: "), stderr
+    return lines[0]
+
+
+# --- argument errors, in-process -------------------------------------------------------------
+
+
+def test_serve_without_node_id_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--data-dir", str(tmp_path / "d")])
+    assert exit_info.value.code == 2
+    assert "--node-id" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+
+def test_bad_durability_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["serve", "--node-id", "c1", "--data-dir", str(tmp_path / "d"), "--durability", "max"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--durability" in err
+    assert "'max'" in err
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["serve", "--node-id", "c1"],
+        ["serve", "--node-id", "c1", "--data-dir", "d", "--port", "eighty"],
+        ["incr"],
+        ["incr", "k", "notanumber"],
+        ["incr", "k", "1.5"],
+        ["get"],
+        ["status", "--bogus"],
+    ],
+    ids=[
+        "no-command",
+        "unknown-command",
+        "no-data-dir",
+        "port-not-int",
+        "incr-no-key",
+        "incr-not-a-number",
+        "incr-float",
+        "get-no-key",
+        "unknown-flag",
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vvstore {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--node-id", "bad id!"], "node id"),
+        (["--node-id", "c1", "--port", "70000"], "port"),
+        (["--node-id", "c1", "--sync-interval", "0"], "sync_interval"),
+        (["--node-id", "c1", "--peer", "ftp://x"], "peer"),
+    ],
+    ids=["node-id", "port", "sync-interval", "peer"],
+)
+def test_invalid_config_is_one_error_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], words: str
+) -> None:
+    data_dir = tmp_path / "d"
+    assert main(["serve", "--data-dir", str(data_dir), *flags]) == 1
+    captured = capsys.readouterr()
+    assert words in one_error_line(captured.err)
+    assert captured.out == ""
+    assert not data_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "argv", [["get", "k"], ["incr", "k", "3"], ["status"], ["status", "--json"]]
+)
+def test_client_command_against_closed_port_is_one_error_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main([*argv, "--url", url]) == 1
+    captured = capsys.readouterr()
+    assert url in one_error_line(captured.err)
+    assert captured.out == ""
+
+
+# --- a real server, end to end ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_serve_and_client_commands(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with serving(data_dir, tmp_path / "serve.log") as server:
+        log = server.log()
+        assert server.startup.startswith("vvstore node c1 actor "), log
+        assert ACTOR_RE.fullmatch(server.actor), log
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.url), log
+        assert int(server.url.rsplit(":", 1)[1]) > 0, log
+        assert str(data_dir) in server.startup, log
+
+        key = "a b/c+é"
+        first = json.loads(server.cli("incr", key, "5").stdout)
+        assert first == {"key": key, "value": 5, "version": {server.actor: 1}}, server.log()
+        second = json.loads(server.cli("incr", key).stdout)
+        assert second == {"key": key, "value": 6, "version": {server.actor: 2}}, server.log()
+        third = json.loads(server.cli("incr", key, "-2").stdout)
+        assert third["value"] == 4, server.log()
+
+        got = json.loads(server.cli("get", key).stdout)
+        assert got == {
+            "key": key,
+            "value": 4,
+            "version": {server.actor: 3},
+            "siblings": [{"node": server.actor, "seq": 3, "value": 4}],
+        }, server.log()
+        assert json.loads(server.cli("get", "never").stdout)["value"] == 0
+
+        table = server.cli("status").stdout
+        assert re.search(r"^node\s+c1$", table, re.M), table
+        assert re.search(rf"^actor\s+{re.escape(server.actor)}$", table, re.M), table
+        status = json.loads(server.cli("status", "--json").stdout)
+        assert status == {
+            "node": "c1",
+            "actor": server.actor,
+            "version": {server.actor: 3},
+            "peers": [],
+        }, server.log()
+        assert server.process.poll() is None, server.log()
+
+
+@pytest.mark.slow
+def test_refused_client_requests_are_one_error_line(tmp_path: Path) -> None:
+    with serving(tmp_path / "data", tmp_path / "serve.log") as server:
+        overflow = run_cli("incr", "k", str(2**63), "--url", server.url)
+        assert overflow.returncode == 1, overflow.stderr + server.log()
+        assert "64-bit" in one_error_line(overflow.stderr)
+        assert overflow.stdout == ""
+        bad_key = run_cli("get", "..", "--url", server.url)
+        assert bad_key.returncode == 1, bad_key.stderr + server.log()
+        one_error_line(bad_key.stderr)
+        assert json.loads(server.cli("get", "k").stdout)["value"] == 0
+
+
+@pytest.mark.slow
+def test_client_against_closed_port_exits_1() -> None:
+    result = run_cli("get", "k", "--url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 1, result.stderr
+    one_error_line(result.stderr)
+    assert result.stdout == ""
+
+
+@pytest.mark.slow
+def test_incr_with_non_integer_amount_exits_2() -> None:
+    result = run_cli("incr", "k", "notanumber", "--url", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 2, result.stderr
+    assert "notanumber" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.slow
+def test_second_serve_on_same_data_dir_is_refused(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with serving(data_dir, tmp_path / "first.log") as first:
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vvstore",
+                "serve",
+                "--node-id",
+                "c1",
+                "--data-dir",
+                str(data_dir),
+                "--port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT,
+            check=False,
+        )
+        assert second.returncode != 0, second.stderr
+        assert "in use" in second.stderr, second.stderr
+        assert "Traceback" not in second.stderr, second.stderr
+        assert first.process.poll() is None, first.log()
+        assert json.loads(first.cli("status", "--json").stdout)["actor"] == first.actor
+
+
+@pytest.mark.slow
+def test_sigterm_exits_0_and_restart_keeps_value_and_actor(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with serving(data_dir, tmp_path / "first.log") as first:
+        first.cli("incr", "kept", "7")
+        first.cli("incr", "kept", "-2")
+        assert first.terminate() == 0, first.log()
+        actor = first.actor
+    with serving(data_dir, tmp_path / "second.log") as second:
+        log = f"--- first ---\n{read_log(tmp_path / 'first.log')}\n--- second ---\n{second.log()}"
+        assert second.actor == actor, log
+        assert json.loads(second.cli("get", "kept").stdout)["value"] == 5, log
+        status = json.loads(second.cli("status", "--json").stdout)
+        assert status["actor"] == actor, log
+        assert status["version"] == {actor: 2}, log
+        assert json.loads(second.cli("incr", "kept").stdout)["version"] == {actor: 3}, log
+        assert second.terminate() == 0, log

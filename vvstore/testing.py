@@ -1,0 +1,170 @@
+"""An in-memory network of nodes, for tests and experiments: partition, heal, drop.
+
+Nodes built here are real :class:`~vvstore.node.Node` objects on real SQLite files; only the
+wire between them is simulated. Every call still goes through the sync codec (encoded, then
+decoded and validated on the other side), so payload validation and byte counts are real. A
+seeded :class:`random.Random` decides drops, so a failing run is replayed from its seed.
+
+A call between two nodes checks the network twice: the request direction (src to dst) before
+the responder sees it, and the reply direction (dst to src) after the responder has acted; a
+drop on the way back is the classic indefinite outcome (applied there, unknown here).
+
+For faults on real sockets between real processes, see :mod:`vvstore.proxy`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from vvstore.codec import (
+    Notice,
+    Page,
+    PullRequest,
+    decode_notice,
+    decode_page,
+    decode_pull_request,
+    encode_notice,
+    encode_page,
+    encode_pull_request,
+)
+from vvstore.config import NodeConfig
+from vvstore.errors import PeerTimeout, PeerUnreachable
+from vvstore.node import Node
+
+__all__ = ["MemoryPeer", "Network", "crash", "open_memory_node"]
+
+
+@dataclass(slots=True)
+class _Stats:
+    calls: int = 0
+    request_bytes: int = 0
+    reply_bytes: int = 0
+    entries: int = 0
+
+
+@dataclass(slots=True)
+class Network:
+    """Named nodes joined by simulated links.
+
+    ``partition(*groups)`` cuts every link between different groups (names in no group are
+    isolated from all groups but keep their links to each other); ``heal()`` restores every
+    link and clears drop rates; ``drop(a, b, rate)`` loses the given fraction of messages from
+    a to b.
+    """
+
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    nodes: dict[str, Node] = field(default_factory=dict)
+    _cut: set[tuple[str, str]] = field(default_factory=set)
+    _drop: dict[tuple[str, str], float] = field(default_factory=dict)
+    stats: dict[tuple[str, str], _Stats] = field(default_factory=dict)
+
+    def register(self, name: str, node: Node) -> None:
+        self.nodes[name] = node
+
+    def peer(self, src: str, dst: str, *, max_actors: int = 256) -> MemoryPeer:
+        """A :class:`~vvstore.sync.Peer` that ``src`` uses to reach ``dst``."""
+        return MemoryPeer(self, src, dst, max_actors=max_actors)
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        sets = [set(g) for g in groups]
+        names = set(self.nodes) | set().union(*sets)
+        side = {name: i for i, group in enumerate(sets) for name in group}
+        self._cut = {
+            (a, b) for a in names for b in names if a != b and side.get(a, -1) != side.get(b, -1)
+        }
+
+    def isolate(self, name: str) -> None:
+        self.partition([name], [n for n in self.nodes if n != name])
+
+    def heal(self) -> None:
+        self._cut.clear()
+        self._drop.clear()
+
+    def drop(self, src: str, dst: str, rate: float) -> None:
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"drop rate must be in [0, 1], got {rate}")
+        self._drop[(src, dst)] = rate
+
+    def passes(self, src: str, dst: str) -> bool:
+        """Decide whether one message from src to dst gets through (draws from the rng)."""
+        if (src, dst) in self._cut:
+            return False
+        rate = self._drop.get((src, dst), 0.0)
+        return rate == 0.0 or self.rng.random() >= rate
+
+    def link_stats(self, src: str, dst: str) -> _Stats:
+        return self.stats.setdefault((src, dst), _Stats())
+
+
+class MemoryPeer:
+    """One node's view of another across a :class:`Network`."""
+
+    def __init__(self, network: Network, src: str, dst: str, *, max_actors: int) -> None:
+        self.network = network
+        self.src = src
+        self.dst = dst
+        self.url = f"memory://{dst}"
+        self._max_actors = max_actors
+
+    def _target(self) -> Node:
+        if not self.network.passes(self.src, self.dst):
+            raise PeerUnreachable(f"{self.src} -> {self.dst}: message lost")
+        node = self.network.nodes.get(self.dst)
+        if node is None:
+            raise PeerUnreachable(f"{self.dst} is down")
+        return node
+
+    async def pull(self, request: PullRequest) -> Page:
+        body = encode_pull_request(request)
+        stats = self.network.link_stats(self.src, self.dst)
+        stats.calls += 1
+        stats.request_bytes += len(body)
+        target = self._target()
+        page = await target.serve_pull(
+            decode_pull_request(body, max_actors=target.max_vector_actors)
+        )
+        reply = encode_page(page)
+        if not self.network.passes(self.dst, self.src):
+            raise PeerTimeout(f"{self.dst} -> {self.src}: reply lost")
+        stats.reply_bytes += len(reply)
+        stats.entries += len(page.entries)
+        return decode_page(reply, max_actors=self._max_actors)
+
+    async def notify(self, notice: Notice) -> None:
+        target = self._target()
+        await target.receive_notice(
+            decode_notice(encode_notice(notice), max_actors=target.max_vector_actors)
+        )
+
+
+async def open_memory_node(
+    network: Network,
+    config: NodeConfig,
+    peer_names: Iterable[str],
+    *,
+    seed: int = 0,
+    start_sync: bool = False,
+) -> Node:
+    """Open a node named by its node id on ``network``, with a peer for each of ``peer_names``.
+
+    The sync loop starts only when ``start_sync`` is true; tests usually step rounds by hand.
+    """
+    name = config.node_id
+    peers = [
+        network.peer(name, other, max_actors=config.max_vector_actors)
+        for other in peer_names
+        if other != name
+    ]
+    node = await Node.open(config, peers=peers, rng=random.Random(seed))
+    network.register(name, node)
+    if start_sync:
+        node.start()
+    return node
+
+
+async def crash(node: Node) -> None:
+    """Stop ``node`` as ``kill -9`` would: no drain, no clean-shutdown mark."""
+    await node.sync.stop()
+    await node.store.abort()
