@@ -54,7 +54,12 @@ class HttpPeer:
                 headers={"Content-Type": "application/json"},
                 timeout=self._timeout,
             ) as response:
-                data = await response.content.read(self._max_response + 1)
+                data = bytearray()
+                while len(data) <= self._max_response:  # read() returns one chunk at a time
+                    chunk = await response.content.read(self._max_response + 1 - len(data))
+                    if not chunk:
+                        break
+                    data += chunk
                 if len(data) > self._max_response:
                     raise MalformedPayload(f"response from {self.url}{path} is too large")
                 if response.status != 200:
@@ -62,7 +67,7 @@ class HttpPeer:
                         f"{self.url}{path} answered {response.status}: {data[:200]!r}"
                     )
                 self.bytes_received += len(data)
-                return data
+                return bytes(data)
         except TimeoutError:
             raise PeerTimeout(f"{self.url}{path} did not answer in time") from None
         except aiohttp.ClientError as exc:

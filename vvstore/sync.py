@@ -49,6 +49,11 @@ class Peer(Protocol):
     @property
     def url(self) -> str: ...
 
+    @property
+    def bytes_received(self) -> int:
+        """Bytes of sync responses received from this peer so far."""
+        ...
+
     async def pull(self, request: PullRequest) -> Page: ...
 
     async def notify(self, notice: Notice) -> None: ...
@@ -148,6 +153,9 @@ class PeerLink:
     last_error: str | None = None
     behind: int = 0
     failures: int = 0
+    rounds: int = 0
+    pulled_pages: int = 0
+    pulled_entries: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +166,10 @@ class PeerLink:
             "last_success": self.last_success,
             "last_error": self.last_error,
             "behind": self.behind,
+            "rounds": self.rounds,
+            "pulled_pages": self.pulled_pages,
+            "pulled_entries": self.pulled_entries,
+            "pulled_bytes": self.peer.bytes_received,
         }
 
 
@@ -201,8 +213,6 @@ class SyncLoop:
         self._round_lock = asyncio.Lock()
         self._notice_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        #: Completed rounds, for tests and figures.
-        self.rounds_completed = 0
 
     def start(self) -> None:
         for link in self.links:
@@ -268,7 +278,9 @@ class SyncLoop:
         link.node = result.responder.split("~", 1)[0] if result.responder else link.node
         if result.snapshot is not None:
             link.behind = behind(result.before, result.snapshot)
-        self.rounds_completed += 1
+        link.rounds += 1
+        link.pulled_pages += result.pages
+        link.pulled_entries += result.entries
         return result
 
     async def _run_notices(self) -> None:

@@ -106,6 +106,7 @@ class MemoryPeer:
         self.src = src
         self.dst = dst
         self.url = f"memory://{dst}"
+        self.bytes_received = 0
         self._max_actors = max_actors
 
     def _target(self) -> Node:
@@ -129,6 +130,7 @@ class MemoryPeer:
         if not self.network.passes(self.dst, self.src):
             raise PeerTimeout(f"{self.dst} -> {self.src}: reply lost")
         stats.reply_bytes += len(reply)
+        self.bytes_received += len(reply)
         stats.entries += len(page.entries)
         return decode_page(reply, max_actors=self._max_actors)
 
