@@ -376,17 +376,11 @@ async def test_a_commit_failing_inside_the_transaction_is_rolled_back(
     async with opened(config) as store:
         await store.increment("k", 1)
         assert store._db is not None
-        original = store._db.execute
 
         async def failing_commit() -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
-        def execute(statement: str, *args: Any) -> Any:
-            if statement == "COMMIT":
-                return failing_commit()
-            return original(statement, *args)
-
-        monkeypatch.setattr(store._db, "execute", execute)
+        monkeypatch.setattr(store._db, "commit", failing_commit)
         results = await asyncio.gather(
             store.increment("k", 1), store.increment("j", 1), return_exceptions=True
         )
@@ -436,21 +430,16 @@ async def test_readers_see_nothing_of_a_transaction_before_its_commit(
     """Held at the COMMIT statement, after the rows are written: the reader sees none of them."""
     async with opened(make_config()) as store:
         assert store._db is not None
-        original = store._db.execute
+        original = store._db.commit
         release = asyncio.Event()
         entered = asyncio.Event()
 
-        async def held_commit() -> Any:
+        async def held_commit() -> None:
             entered.set()
             await release.wait()
-            return await original("COMMIT")
+            await original()
 
-        def execute(statement: str, *args: Any) -> Any:
-            if statement == "COMMIT":
-                return held_commit()
-            return original(statement, *args)
-
-        monkeypatch.setattr(store._db, "execute", execute)
+        monkeypatch.setattr(store._db, "commit", held_commit)
         task = asyncio.create_task(store.increment("k", 5))
         try:
             await wait_until(entered.is_set)
