@@ -1,6 +1,6 @@
 """The package's layering, checked on the source with ``ast``.
 
-- The pure core (clock, counter, codec, errors, config, checker) imports only the standard
+- The pure core (clock, counter, codec, errors, config, checker, idempotency, auth) imports only the standard
   library and other core modules, and never a clock, randomness or an event loop: time and
   randomness are passed in.
 - Only vvstore/store.py talks to SQLite (aiosqlite).
@@ -24,8 +24,10 @@ import vvstore
 PACKAGE_DIR = Path(vvstore.__file__).resolve().parent
 PACKAGE = "vvstore"
 
-#: The pure core; checker.py belongs to it when it exists.
-CORE = frozenset({"clock", "counter", "codec", "errors", "config", "checker"})
+#: The pure core.
+CORE = frozenset(
+    {"clock", "counter", "codec", "errors", "config", "checker", "idempotency", "auth"}
+)
 REQUIRED_CORE = frozenset({"clock", "counter", "codec", "errors", "config"})
 #: Standard-library modules the core must not use: time and randomness are passed in, and the
 #: core never runs an event loop.

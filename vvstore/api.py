@@ -21,8 +21,10 @@ from aiohttp import web
 from vvstore.clock import VersionVector
 from vvstore.codec import (
     Notice,
+    Outcome,
     Page,
     PullRequest,
+    Write,
     counter_body,
     decode_batch,
     decode_increment,
@@ -35,6 +37,7 @@ from vvstore.counter import CounterState
 from vvstore.errors import (
     CodecError,
     ConflictingEntry,
+    IdempotencyKeyReused,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
@@ -45,6 +48,7 @@ from vvstore.errors import (
     Unavailable,
     VVStoreError,
 )
+from vvstore.idempotency import normalize_idempotency_key
 
 __all__ = [
     "BATCH_BODY_LIMIT",
@@ -73,11 +77,7 @@ class NodeService(Protocol):
     @property
     def max_vector_actors(self) -> int: ...
 
-    async def increment(self, key: str, amount: int) -> CounterState: ...
-
-    async def reset(self, key: str) -> CounterState: ...
-
-    async def batch(self, items: Sequence[tuple[str, int]]) -> list[CounterState]: ...
+    async def write(self, writes: Sequence[Write]) -> list[Outcome]: ...
 
     async def read(self, key: str) -> CounterState: ...
 
@@ -103,6 +103,7 @@ _STATUS: dict[type[VVStoreError], int] = {
     ConflictingEntry: 409,
     PayloadTooLarge: 413,
     Overflow: 422,
+    IdempotencyKeyReused: 422,
     Unavailable: 503,
 }
 
@@ -191,22 +192,34 @@ async def get_counter(request: web.Request) -> web.Response:
     return _json(counter_body(key, state, siblings=True))
 
 
+def _idempotency_key(request: web.Request) -> str | None:
+    values = request.headers.getall("Idempotency-Key", [])
+    if len(values) > 1:
+        raise InvalidRequest("give one Idempotency-Key header, not several")
+    return normalize_idempotency_key(values[0]) if values else None
+
+
+def _outcome(outcome: Outcome) -> web.Response:
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return _json(outcome.body, headers=headers)
+
+
 async def post_counter(request: web.Request) -> web.Response:
     key = _key(request)
+    idempotency_key = _idempotency_key(request)
     amount = decode_increment(await _body(request, COUNTER_BODY_LIMIT))
-    state = await _service(request).increment(key, amount)
-    return _json(counter_body(key, state, siblings=False))
+    [outcome] = await _service(request).write([Write(key, amount, idempotency_key)])
+    return _outcome(outcome)
 
 
 async def delete_counter(request: web.Request) -> web.Response:
     key = _key(request)
+    idempotency_key = _idempotency_key(request)
     if await _body(request, COUNTER_BODY_LIMIT):
         raise InvalidRequest("DELETE takes no body")
-    service = _service(request)
-    state = await service.read(key)
-    if len(state):
-        state = await service.reset(key)
-    return _json(counter_body(key, state, siblings=True))
+    write = Write(key, 0, idempotency_key, reset=True)
+    [outcome] = await _service(request).write([write])
+    return _outcome(outcome)
 
 
 def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
@@ -232,16 +245,9 @@ async def list_counters(request: web.Request) -> web.Response:
 
 
 async def post_batch(request: web.Request) -> web.Response:
-    items = decode_batch(await _body(request, BATCH_BODY_LIMIT))
-    states = await _service(request).batch(items)
-    return _json(
-        {
-            "results": [
-                counter_body(key, state, siblings=False)
-                for (key, _), state in zip(items, states, strict=True)
-            ]
-        }
-    )
+    writes = decode_batch(await _body(request, BATCH_BODY_LIMIT))
+    outcomes = await _service(request).write(writes)
+    return _json({"results": [outcome.body for outcome in outcomes]})
 
 
 async def sync_pull(request: web.Request) -> web.Response:

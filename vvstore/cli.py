@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vvstore import __version__
+from vvstore import demo as demo_command
 from vvstore.client import Client
 from vvstore.config import NodeConfig
 from vvstore.errors import VVStoreError
@@ -70,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="show a node's vector and peers")
     status.add_argument("--url", default=DEFAULT_URL, help=f"node URL (default {DEFAULT_URL})")
     status.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    demo = commands.add_parser(
+        "demo",
+        help="partition three local nodes, heal them and check the result",
+        description=demo_command.DESCRIPTION,
+    )
+    demo_command.add_arguments(demo)
     return parser
 
 
@@ -106,6 +114,8 @@ async def _client_command(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return demo_command.run_args(args)
     try:
         if args.command == "serve":
             from vvstore.node import serve

@@ -36,6 +36,7 @@ from vvstore.errors import (
     Overflow,
     UnsupportedVersion,
 )
+from vvstore.idempotency import Record, normalize_idempotency_key
 
 __all__ = [
     "ACTOR_ID_RE",
@@ -44,8 +45,10 @@ __all__ = [
     "MAX_PAGE_BYTES",
     "MAX_PAGE_ENTRIES",
     "Notice",
+    "Outcome",
     "Page",
     "PullRequest",
+    "Write",
     "counter_body",
     "decode_batch",
     "decode_increment",
@@ -57,6 +60,7 @@ __all__ = [
     "encode_notice",
     "encode_page",
     "encode_pull_request",
+    "encode_record",
     "entry_size",
     "make_actor_id",
     "read_body",
@@ -171,18 +175,42 @@ def decode_increment(body: bytes) -> int:
     return _amount(obj["amount"], "") if "amount" in obj else 1
 
 
-def decode_batch(body: bytes, *, max_items: int = 1000) -> list[tuple[str, int]]:
-    """The items of ``POST /batch``: ``{"increments": [{"key", "amount"}, ...]}``."""
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One write a client asked for: an increment (or a reset) with its idempotency key."""
+
+    key: str
+    amount: int = 1
+    idempotency_key: str | None = None
+    reset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one write did: its reply body, the key's state after it, and whether it was a
+    replay of an earlier application of its idempotency key."""
+
+    body: dict[str, Any]
+    state: CounterState
+    replayed: bool = False
+
+
+def decode_batch(body: bytes, *, max_items: int = 1000) -> list[Write]:
+    """The items of ``POST /batch``: ``{"increments": [{"key", "amount", "idempotency_key"}]}``.
+
+    Two items with one idempotency key are refused (400).
+    """
     obj = _fields(_client_json(body), {"increments"}, "body ")
     items = obj.get("increments")
     if not isinstance(items, list):
         raise InvalidRequest("body must have an 'increments' list")
     if not 1 <= len(items) <= max_items:
         raise InvalidRequest(f"'increments' must hold 1 to {max_items} items, got {len(items)}")
-    out: list[tuple[str, int]] = []
+    out: list[Write] = []
+    seen: set[str] = set()
     for i, item in enumerate(items):
         where = f"increments[{i}] "
-        fields = _fields(item, {"key", "amount"}, where)
+        fields = _fields(item, {"key", "amount", "idempotency_key"}, where)
         if "key" not in fields:
             raise InvalidRequest(f"{where}needs a 'key'")
         key = fields["key"]
@@ -191,7 +219,16 @@ def decode_batch(body: bytes, *, max_items: int = 1000) -> list[tuple[str, int]]
         except InvalidRequest as exc:
             raise InvalidRequest(f"{where}{exc.message}") from None
         amount = _amount(fields["amount"], where) if "amount" in fields else 1
-        out.append((key, amount))
+        idempotency_key = None
+        if "idempotency_key" in fields:
+            try:
+                idempotency_key = normalize_idempotency_key(fields["idempotency_key"])
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"{where}{exc.message}") from None
+            if idempotency_key in seen:
+                raise InvalidRequest(f"{where}repeats an idempotency key of an earlier item")
+            seen.add(idempotency_key)
+        out.append(Write(key, amount, idempotency_key))
     return out
 
 
@@ -226,13 +263,20 @@ class PullRequest:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """One page of a pull: the responder's identity and committed vector, and entries."""
+    """One page of a pull: the responder's identity and committed vector, and its items.
+
+    Items are entries, records of idempotency-key applications, and compensation marks
+    ``(dot of the compensating write, dot of the record it marked)``; each stream is in
+    ``(actor, seq)`` order of the dot it travels under.
+    """
 
     node: str
     actor: str
     vector: VersionVector
     entries: tuple[tuple[str, Entry], ...]
     next: Cursor | None
+    records: tuple[Record, ...] = ()
+    marks: tuple[tuple[Cursor, Cursor], ...] = ()
 
     @property
     def last(self) -> bool:
@@ -356,9 +400,65 @@ def encode_page(page: Page) -> bytes:
         "actor": page.actor,
         "vector": page.vector.to_dict(),
         "entries": [encode_entry(key, entry) for key, entry in page.entries],
+        "records": [encode_record(record) for record in page.records],
+        "marks": [[*by, *marked] for by, marked in page.marks],
         "next": list(page.next) if page.next is not None else None,
     }
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_record(record: Record) -> list[Any]:
+    """A record on the wire: ``[actor, seq, key hash hex, fingerprint hex, key, amount]``."""
+    return [
+        record.actor,
+        record.seq,
+        record.khash.hex(),
+        record.fingerprint.hex(),
+        record.key,
+        record.amount,
+    ]
+
+
+def _hex(value: object, size: int, what: str) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * size:
+        raise MalformedPayload(f"{what} must be {2 * size} hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise MalformedPayload(f"{what} must be {2 * size} hex digits") from None
+
+
+def _record(value: object, i: int) -> Record:
+    where = f"records[{i}]"
+    if not isinstance(value, list) or len(value) != 6:
+        raise MalformedPayload(f"{where} must be [actor, seq, key hash, fingerprint, key, amount]")
+    try:
+        key = validate_key(value[4])
+    except InvalidRequest as exc:
+        raise MalformedPayload(f"{where} key: {exc.message}") from None
+    return Record(
+        actor=_actor(value[0], f"{where} actor"),
+        seq=_seq(value[1], f"{where} seq"),
+        khash=_hex(value[2], 16, f"{where} key hash"),
+        fingerprint=_hex(value[3], 8, f"{where} fingerprint"),
+        key=key,
+        amount=_total(value[5], f"{where} amount"),
+    )
+
+
+def _mark(value: object, i: int) -> tuple[Cursor, Cursor]:
+    where = f"marks[{i}]"
+    if not isinstance(value, list) or len(value) != 4:
+        raise MalformedPayload(f"{where} must be [actor, seq, record actor, record seq]")
+    by = (_actor(value[0], f"{where} actor"), _seq(value[1], f"{where} seq"))
+    marked = (_actor(value[2], f"{where} record actor"), _seq(value[3], f"{where} record seq"))
+    return by, marked
+
+
+def _ordered(name: str, dots: list[Cursor]) -> None:
+    for a, b in itertools.pairwise(dots):
+        if a > b:
+            raise MalformedPayload(f"{name} must be in (actor, seq) order")
 
 
 def _entry(value: object, i: int, max_actors: int) -> tuple[str, Entry]:
@@ -395,7 +495,7 @@ def decode_page(body: bytes, *, max_actors: int) -> Page:
     Entries must be in strictly increasing ``(actor, seq)`` order, as the protocol sends them.
     """
     obj = _peer_json(body)
-    _exact_fields(obj, {"node", "actor", "vector", "entries", "next"})
+    _exact_fields(obj, {"node", "actor", "vector", "entries", "records", "marks", "next"})
     node = obj["node"]
     if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
         raise MalformedPayload(f"node must be a node id, got {node!r}")
@@ -407,12 +507,22 @@ def decode_page(body: bytes, *, max_actors: int) -> Page:
     for (_, a), (_, b) in itertools.pairwise(entries):
         if (a.actor, a.seq) >= (b.actor, b.seq):
             raise MalformedPayload("entries must be in strictly increasing (actor, seq) order")
+    raw_records, raw_marks = obj["records"], obj["marks"]
+    for name, raw in (("records", raw_records), ("marks", raw_marks)):
+        if not isinstance(raw, list) or len(raw) > MAX_PAGE_ENTRIES:
+            raise MalformedPayload(f"{name} must be a list of at most {MAX_PAGE_ENTRIES}")
+    records = tuple(_record(r, i) for i, r in enumerate(raw_records))
+    marks = tuple(_mark(m, i) for i, m in enumerate(raw_marks))
+    _ordered("records", [r.dot for r in records])
+    _ordered("marks", [by for by, _ in marks])
     return Page(
         node=node,
         actor=actor,
         vector=_vector(obj["vector"], "vector", max_actors),
         entries=entries,
         next=_cursor(obj["next"]),
+        records=records,
+        marks=marks,
     )
 
 

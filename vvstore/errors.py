@@ -18,6 +18,7 @@ have been applied, and only a retry with the same idempotency key is safe.
     │   ├── MethodNotAllowed       405 the route exists, the method does not
     │   ├── PayloadTooLarge        413 body over the route's limit
     │   ├── Overflow               422 an amount or total would leave int64
+    │   ├── IdempotencyKeyReused   422 an idempotency key came back with another request
     │   └── ConflictingEntry       409 two entries with one dot and different contents
     ├── CodecError                 a payload from another process is not one we accept
     │   ├── UnsupportedVersion     its format version is unknown
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigError",
     "ConflictingEntry",
     "DataDirLocked",
+    "IdempotencyKeyReused",
     "InvalidRequest",
     "MalformedPayload",
     "MethodNotAllowed",
@@ -131,6 +133,12 @@ class Overflow(RequestError):
     """An amount, this node's entry total, or the value would leave int64 (moving away from 0)."""
 
     code = "overflow"
+
+
+class IdempotencyKeyReused(RequestError):
+    """An idempotency key was reused with a different counter key or amount."""
+
+    code = "idempotency_key_reused"
 
 
 class ConflictingEntry(RequestError):

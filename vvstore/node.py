@@ -21,7 +21,7 @@ from aiohttp import web
 
 from vvstore.api import SERVICE, create_app
 from vvstore.clock import VersionVector
-from vvstore.codec import Notice, Page, PullRequest
+from vvstore.codec import Notice, Outcome, Page, PullRequest, Write
 from vvstore.config import NodeConfig
 from vvstore.counter import CounterState
 from vvstore.peer import HttpPeer
@@ -91,8 +91,13 @@ class Node:
     def max_vector_actors(self) -> int:
         return self.config.max_vector_actors
 
-    async def increment(self, key: str, amount: int) -> CounterState:
-        return await self.store.increment(key, amount)
+    async def write(self, writes: Sequence[Write]) -> list[Outcome]:
+        return await self.store.write(writes)
+
+    async def increment(
+        self, key: str, amount: int, *, idempotency_key: str | None = None
+    ) -> CounterState:
+        return await self.store.increment(key, amount, idempotency_key=idempotency_key)
 
     async def reset(self, key: str) -> CounterState:
         return await self.store.reset(key)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -27,25 +28,37 @@ import os
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from vvstore.clock import VersionVector
-from vvstore.codec import Page, PullRequest, entry_size, make_actor_id
+from vvstore.codec import (
+    Outcome,
+    Page,
+    PullRequest,
+    Write,
+    counter_body,
+    encode_record,
+    entry_size,
+    make_actor_id,
+)
 from vvstore.config import NodeConfig
 from vvstore.counter import CounterState, Entry, Floor
 from vvstore.errors import (
     ConflictingEntry,
     DataDirLocked,
+    IdempotencyKeyReused,
     NodeIdMismatch,
+    Overflow,
     RequestError,
     SchemaTooNew,
     Unavailable,
 )
+from vvstore.idempotency import Record, compensations, fingerprint, key_hash
 
 __all__ = ["DB_FILE", "SCHEMA_VERSION", "ApplyResult", "Store"]
 
@@ -85,6 +98,40 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
         ),
     ),
 ]
+MIGRATIONS.append(
+    (
+        2,
+        "records of idempotency-key applications and their compensation marks",
+        (
+            # One row per application of an idempotency key, named by the dot of its write.
+            # Only the node that made it keeps the reply (word for word, for retries).
+            """CREATE TABLE records (
+                actor TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                khash BLOB NOT NULL,
+                fingerprint BLOB NOT NULL,
+                key TEXT NOT NULL,
+                amount INTEGER NOT NULL,
+                created REAL NOT NULL,
+                reply TEXT,
+                PRIMARY KEY (actor, seq)
+            ) STRICT, WITHOUT ROWID""",
+            "CREATE INDEX records_by_khash ON records (khash)",
+            "CREATE INDEX records_by_age ON records (created)",
+            # The copy (actor, seq) was compensated by the write (by_actor, by_seq). A mark
+            # travels in the stream of the write that made it, so it may arrive before its
+            # record: it is kept apart.
+            """CREATE TABLE marks (
+                actor TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                by_actor TEXT NOT NULL,
+                by_seq INTEGER NOT NULL,
+                PRIMARY KEY (actor, seq)
+            ) STRICT, WITHOUT ROWID""",
+            "CREATE INDEX marks_by_writer ON marks (by_actor, by_seq)",
+        ),
+    )
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
@@ -102,6 +149,15 @@ def _entry_from_row(actor: str, seq: int, total: int, floors: str) -> Entry:
     return Entry(actor, seq, total, {a: Floor(s, t) for a, (s, t) in json.loads(floors).items()})
 
 
+Dot = tuple[str, int]
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -115,6 +171,7 @@ class ApplyResult:
 
     received: int
     applied: int
+    records: int = 0
 
 
 # --- the writer's operations -------------------------------------------------------------
@@ -127,38 +184,33 @@ class _Op:
     def touched(self) -> Iterable[str]:
         return ()
 
-
-@dataclass(slots=True)
-class _Increment(_Op):
-    key: str
-    amount: int
-
-    def touched(self) -> Iterable[str]:
-        return (self.key,)
+    def khashes(self) -> Iterable[bytes]:
+        return ()
 
 
 @dataclass(slots=True)
-class _Reset(_Op):
-    key: str
+class _Write(_Op):
+    writes: Sequence[Write]
 
     def touched(self) -> Iterable[str]:
-        return (self.key,)
+        return (w.key for w in self.writes)
 
-
-@dataclass(slots=True)
-class _Batch(_Op):
-    items: Sequence[tuple[str, int]]
-
-    def touched(self) -> Iterable[str]:
-        return (key for key, _ in self.items)
+    def khashes(self) -> Iterable[bytes]:
+        return (key_hash(w.idempotency_key) for w in self.writes if w.idempotency_key)
 
 
 @dataclass(slots=True)
 class _Apply(_Op):
     entries: Sequence[tuple[str, Entry]]
+    records: Sequence[Record]
+    marks: Sequence[tuple[Dot, Dot]]
 
     def touched(self) -> Iterable[str]:
-        return (key for key, _ in self.entries)
+        yield from (key for key, _ in self.entries)
+        yield from (record.key for record in self.records)
+
+    def khashes(self) -> Iterable[bytes]:
+        return (record.khash for record in self.records)
 
 
 @dataclass(slots=True)
@@ -175,7 +227,83 @@ class _Group:
     rows: dict[tuple[str, str], Entry] = field(default_factory=dict)
     vector: dict[str, int] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    # Every copy held of the idempotency keys this group touches, by key hash then dot.
+    copies: dict[bytes, dict[Dot, Record]] = field(default_factory=dict)
+    # The stored reply of each copy this node made, by dot.
+    replies: dict[Dot, str] = field(default_factory=dict)
+    new_records: list[tuple[Record, str | None]] = field(default_factory=list)
+    marks: dict[Dot, Dot] = field(default_factory=dict)
+    dots: dict[Dot, str] = field(default_factory=dict)
     local_writes: int = 0
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.rows or self.vector or self.meta or self.new_records or self.marks)
+
+
+_ENTRIES_AFTER = (
+    "SELECT seq, key, total, floors FROM entries WHERE actor = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+_RECORDS_AFTER = (
+    "SELECT seq, khash, fingerprint, key, amount FROM records WHERE actor = ? AND seq > ?"
+    " ORDER BY seq LIMIT ?"
+)
+_MARKS_AFTER = (
+    "SELECT by_seq, actor, seq FROM marks WHERE by_actor = ? AND by_seq > ? ORDER BY by_seq LIMIT ?"
+)
+
+
+class _PageBuilder:
+    """Collects a page's items one seq at a time, within its item and byte budgets."""
+
+    def __init__(self, limit: int, budget: int) -> None:
+        self.limit = limit
+        self.budget = budget
+        self.size = 0
+        self.count = 0
+        self.entries: list[tuple[str, Entry]] = []
+        self.records: list[Record] = []
+        self.marks: list[tuple[Dot, Dot]] = []
+        self.cursor: Dot | None = None
+
+    @property
+    def room(self) -> int:
+        return max(0, self.limit - self.count)
+
+    def add(self, actor: str, seq: int, items: list[tuple[int, Any]]) -> bool:
+        """Add every item of one seq, or nothing when the page is full (always the first)."""
+        decoded: list[tuple[int, Any]] = []
+        cost = 0
+        for kind, row in items:
+            if kind == 0:
+                _, key, total, floors = row
+                entry = _entry_from_row(actor, seq, total, floors)
+                decoded.append((0, (key, entry)))
+                cost += entry_size(key, entry)
+            elif kind == 1:
+                _, kh, fp, key, amount = row
+                record = Record(actor, seq, bytes(kh), bytes(fp), key, amount)
+                decoded.append((1, record))
+                cost += len(json.dumps(encode_record(record), ensure_ascii=False)) + 1
+            else:
+                _, marked_actor, marked_seq = row
+                decoded.append((2, ((actor, seq), (marked_actor, marked_seq))))
+                cost += len(actor) + len(marked_actor) + 48
+        if self.count and (
+            self.count + len(decoded) > self.limit or self.size + cost > self.budget
+        ):
+            return False
+        for kind, item in decoded:
+            if kind == 0:
+                self.entries.append(item)
+            elif kind == 1:
+                self.records.append(item)
+            else:
+                self.marks.append(item)
+        self.count += len(decoded)
+        self.size += cost
+        self.cursor = (actor, seq)
+        return True
 
 
 class Store:
@@ -198,6 +326,8 @@ class Store:
         # Identity changes not yet committed; every group carries them until one commits.
         self._pending_meta: dict[str, str] = {}
         self._pending_vector: dict[str, int] = {}
+        # Key hashes with a copy this node made that may still need compensating.
+        self._pending_khashes: set[bytes] = set()
         #: Number of transactions committed by the writer (tests and /status read it).
         self.commits = 0
         #: Called after every commit that holds a local write (the sync loop's notices).
@@ -241,6 +371,7 @@ class Store:
         async with self._db.execute("SELECT actor, seq FROM vector") as cur:
             self._vector = {actor: seq async for actor, seq in cur}
         self._seq = max(self._vector.get(self.actor, 0), await self._own_seq(self._db))
+        self._pending_khashes = await self._unresolved_copies()
         # From here on, DML opens a transaction implicitly and commit() ends it: one round trip
         # to the SQLite thread fewer per group than an explicit BEGIN.
         self._db.isolation_level = "DEFERRED"
@@ -400,31 +531,47 @@ class Store:
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
-    async def increment(self, key: str, amount: int) -> CounterState:
-        """Add ``amount`` to ``key``; return the key's state right after this write, committed.
+    async def write(self, writes: Sequence[Write]) -> list[Outcome]:
+        """Apply ``writes`` in one transaction, all or none; one outcome per write, in order.
 
-        :raises Overflow: the amount, this node's total or the value would leave int64.
+        A write whose idempotency key this node already applied (or holds a record of) is not
+        applied again: its outcome is the original reply (or, for a copy made elsewhere, the
+        current state) with ``replayed`` set. A never-written key's reset and a zero amount
+        write nothing.
+
+        :raises Overflow: an amount, this node's total or the value would leave int64.
+        :raises IdempotencyKeyReused: a key comes back with another counter key or amount.
         :raises Unavailable: the commit failed or the queue is full (indefinite).
         """
-        state: CounterState = await self._submit(_Increment(self._future(), key, amount))
-        return state
+        outcomes: list[Outcome] = await self._submit(_Write(self._future(), writes))
+        return outcomes
 
-    async def reset(self, key: str) -> CounterState:
-        """Cancel every increment of ``key`` this node holds; return the state after it."""
-        state: CounterState = await self._submit(_Reset(self._future(), key))
-        return state
+    async def increment(
+        self, key: str, amount: int, *, idempotency_key: str | None = None
+    ) -> CounterState:
+        """Add ``amount`` to ``key``; the key's state right after this write, committed."""
+        return (await self.write([Write(key, amount, idempotency_key)]))[0].state
+
+    async def reset(self, key: str, *, idempotency_key: str | None = None) -> CounterState:
+        """Cancel every increment of ``key`` this node holds; the state right after it."""
+        return (await self.write([Write(key, 0, idempotency_key, reset=True)]))[0].state
 
     async def batch(self, items: Sequence[tuple[str, int]]) -> list[CounterState]:
         """Apply every ``(key, amount)`` in one transaction, or none of them."""
-        states: list[CounterState] = await self._submit(_Batch(self._future(), items))
-        return states
+        outcomes = await self.write([Write(key, amount) for key, amount in items])
+        return [outcome.state for outcome in outcomes]
 
-    async def apply(self, entries: Sequence[tuple[str, Entry]]) -> ApplyResult:
-        """Join remote entries, all or none (a conflicting entry refuses the whole page).
+    async def apply(
+        self,
+        entries: Sequence[tuple[str, Entry]],
+        records: Sequence[Record] = (),
+        marks: Sequence[tuple[Dot, Dot]] = (),
+    ) -> ApplyResult:
+        """Join remote entries, records and marks: all or none.
 
         :raises ConflictingEntry: an entry has a dot we hold with different contents.
         """
-        result: ApplyResult = await self._submit(_Apply(self._future(), entries))
+        result: ApplyResult = await self._submit(_Apply(self._future(), entries, records, marks))
         return result
 
     async def raise_vector(self, vector: VersionVector) -> None:
@@ -455,19 +602,26 @@ class Store:
                     self._queue.task_done()
 
     async def _run_group(self, ops: list[_Op]) -> None:
-        group = _Group(base=await self._load_states({key for op in ops for key in op.touched()}))
+        group = _Group()
+        khashes = {kh for op in ops for kh in op.khashes()}
+        if any(isinstance(op, _Apply) for op in ops):
+            khashes |= self._pending_khashes
+        keys = {key for op in ops for key in op.touched()}
+        keys |= await self._load_copies(khashes, group)
+        group.base = await self._load_states(keys)
         group.meta.update(self._pending_meta)
         group.vector.update(self._pending_vector)
-        dots = await self._held_dots(ops)
+        group.dots = await self._held_dots(ops)
         results: list[tuple[_Op, Any]] = []
         for op in ops:
             if op.future.done():  # its caller went away (cancelled); apply nothing for it
                 continue
             try:
-                results.append((op, self._prepare(op, group, dots)))
+                results.append((op, self._prepare(op, group)))
             except RequestError as exc:
                 op.future.set_exception(exc)
-        if group.rows or group.vector or group.meta:
+        self._compensate(group, khashes)
+        if group.dirty:
             await self._commit(group)
             self.commits += 1
             self._pending_meta.clear()
@@ -481,7 +635,7 @@ class Store:
                 callback()
 
     async def _commit(self, group: _Group) -> None:
-        """Write one group's rows in one transaction (tests replace this to inject failures)."""
+        """Write one group in one transaction (tests replace this to inject failures)."""
         db = self._db
         assert db is not None
         try:
@@ -493,6 +647,22 @@ class Store:
                         (key, e.actor, e.seq, e.total, _floors_json(e))
                         for (key, _), e in group.rows.items()
                     ],
+                )
+            if group.new_records:
+                now = time.time()
+                await db.executemany(
+                    "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.actor, r.seq, r.khash, r.fingerprint, r.key, r.amount, now, reply)
+                        for r, reply in group.new_records
+                    ],
+                )
+            if group.marks:
+                await db.executemany(
+                    "INSERT INTO marks VALUES (?, ?, ?, ?) ON CONFLICT (actor, seq) DO UPDATE"
+                    " SET by_actor = excluded.by_actor, by_seq = excluded.by_seq"
+                    " WHERE (excluded.by_seq, excluded.by_actor) > (by_seq, by_actor)",
+                    [(m[0], m[1], by[0], by[1]) for m, by in group.marks.items()],
                 )
             if group.vector:
                 await db.executemany(
@@ -531,8 +701,7 @@ class Store:
         db = self._db
         assert db is not None
         loaded: dict[str, list[Entry]] = {key: [] for key in missing}
-        for start in range(0, len(missing), 500):
-            chunk = missing[start : start + 500]
+        for chunk in _chunks(missing, 500):
             marks = ",".join("?" * len(chunk))
             async with db.execute(
                 f"SELECT key, actor, seq, total, floors FROM entries WHERE key IN ({marks})",
@@ -542,14 +711,36 @@ class Store:
                     loaded[key].append(_entry_from_row(actor, seq, total, floors))
         return {key: CounterState(entries) for key, entries in loaded.items()}
 
-    async def _held_dots(self, ops: list[_Op]) -> dict[tuple[str, int], str]:
-        """For remote entries in ``ops``: the key each of their dots is held under, if any."""
-        dots = [(e.actor, e.seq) for op in ops if isinstance(op, _Apply) for _, e in op.entries]
-        held: dict[tuple[str, int], str] = {}
+    async def _load_copies(self, khashes: set[bytes], group: _Group) -> set[str]:
+        """Every held copy of ``khashes`` into ``group``; the counter keys they name."""
         db = self._db
         assert db is not None
-        for start in range(0, len(dots), 400):
-            chunk = dots[start : start + 400]
+        keys: set[str] = set()
+        for chunk in _chunks(sorted(khashes), 500):
+            marks = ",".join("?" * len(chunk))
+            async with db.execute(
+                "SELECT r.actor, r.seq, r.khash, r.fingerprint, r.key, r.amount, r.reply,"
+                " m.by_actor, m.by_seq FROM records r LEFT JOIN marks m"
+                " ON m.actor = r.actor AND m.seq = r.seq"
+                f" WHERE r.khash IN ({marks})",
+                chunk,
+            ) as cur:
+                async for actor, seq, kh, fp, key, amount, reply, by_actor, by_seq in cur:
+                    mark = (by_actor, by_seq) if by_actor is not None else None
+                    record = Record(actor, seq, kh, fp, key, amount, mark)
+                    group.copies.setdefault(kh, {})[record.dot] = record
+                    if reply is not None:
+                        group.replies[record.dot] = reply
+                    keys.add(key)
+        return keys
+
+    async def _held_dots(self, ops: list[_Op]) -> dict[Dot, str]:
+        """For remote entries in ``ops``: the key each of their dots is held under, if any."""
+        dots = [(e.actor, e.seq) for op in ops if isinstance(op, _Apply) for _, e in op.entries]
+        held: dict[Dot, str] = {}
+        db = self._db
+        assert db is not None
+        for chunk in _chunks(dots, 400):
             values = ",".join("(?, ?)" for _ in chunk)
             params = [x for dot in chunk for x in dot]
             async with db.execute(
@@ -564,62 +755,87 @@ class Store:
         state = group.states.get(key) or self._cache.get(key) or group.base.get(key)
         return state if state is not None else CounterState()
 
-    def _prepare(self, op: _Op, group: _Group, dots: dict[tuple[str, int], str]) -> Any:
-        if isinstance(op, _Increment):
-            return self._prepare_writes(group, [(op.key, op.amount)], dots, reset=False)[0]
-        if isinstance(op, _Reset):
-            return self._prepare_writes(group, [(op.key, 0)], dots, reset=True)[0]
-        if isinstance(op, _Batch):
-            return self._prepare_writes(group, op.items, dots, reset=False)
+    def _prepare(self, op: _Op, group: _Group) -> Any:
+        if isinstance(op, _Write):
+            return self._prepare_writes(group, op.writes)
         if isinstance(op, _Apply):
-            return self._prepare_apply(group, op.entries, dots)
+            return self._prepare_apply(group, op)
         if isinstance(op, _RaiseVector):
             return self._prepare_raise(group, op.vector)
         raise TypeError(f"unknown write operation {op!r}")
 
-    def _prepare_writes(
-        self,
-        group: _Group,
-        items: Sequence[tuple[str, int]],
-        dots: dict[tuple[str, int], str],
-        *,
-        reset: bool,
-    ) -> list[CounterState]:
+    def _prepare_writes(self, group: _Group, writes: Sequence[Write]) -> list[Outcome]:
         """Prepare local writes all-or-none: on any refusal, the group is left untouched."""
         states: dict[str, CounterState] = {}
         rows: dict[tuple[str, str], Entry] = {}
-        results: list[CounterState] = []
+        records: list[tuple[Record, str]] = []
+        outcomes: list[Outcome] = []
         seq = self._seq
-        for key, amount in items:
-            state = states.get(key) or self._state(key, group)
-            if amount == 0 and not reset:
-                results.append(state)  # a no-op: answer the current state, write nothing
-                continue
+        for write in writes:
+            state = states.get(write.key) or self._state(write.key, group)
+            record = None
+            if write.idempotency_key is not None:
+                kh = key_hash(write.idempotency_key)
+                fp = fingerprint(write.key, write.amount, reset=write.reset)
+                replay = self._replay(group, kh, fp, write.key, state)
+                if replay is not None:
+                    outcomes.append(replay)
+                    continue
+                record = Record(self.actor, seq + 1, kh, fp, write.key, write.amount)
+            if (write.amount == 0 and not write.reset) or (write.reset and not len(state)):
+                outcomes.append(
+                    Outcome(counter_body(write.key, state, siblings=write.reset), state)
+                )
+                continue  # a no-op: answer the current state, write nothing
             seq += 1
-            entry = (
-                state.reset(self.actor, seq) if reset else state.increment(self.actor, seq, amount)
-            )
+            if write.reset:
+                entry = state.reset(self.actor, seq)
+            else:
+                entry = state.increment(self.actor, seq, write.amount)
             state = state.with_entry(entry)
-            states[key] = state
-            rows[(key, self.actor)] = entry
-            results.append(state)
+            states[write.key] = state
+            rows[(write.key, self.actor)] = entry
+            body = counter_body(write.key, state, siblings=write.reset)
+            outcomes.append(Outcome(body, state))
+            if record is not None:
+                records.append((record, json.dumps(body, separators=(",", ":"))))
         if rows:
             self._seq = seq
-            dots.update({entry.dot: key for (key, _), entry in rows.items()})
+            group.dots.update({entry.dot: key for (key, _), entry in rows.items()})
+        for record, reply in records:
+            group.copies.setdefault(record.khash, {})[record.dot] = record
+            group.replies[record.dot] = reply
+            group.new_records.append((record, reply))
         group.states.update(states)
         group.rows.update(rows)
         group.local_writes += len(rows)
-        return results
+        return outcomes
 
-    def _prepare_apply(
-        self, group: _Group, entries: Sequence[tuple[str, Entry]], dots: dict[tuple[str, int], str]
-    ) -> ApplyResult:
+    def _replay(
+        self, group: _Group, kh: bytes, fp: bytes, key: str, state: CounterState
+    ) -> Outcome | None:
+        """The outcome of a write whose idempotency key this node holds a copy of, if any."""
+        copies = group.copies.get(kh)
+        if not copies:
+            return None
+        first = min(copies.values(), key=lambda r: r.order)
+        if first.fingerprint != fp:
+            raise IdempotencyKeyReused(
+                "this idempotency key was used for another counter key or amount"
+            )
+        for dot in sorted(copies):
+            reply = group.replies.get(dot)
+            if reply is not None:  # we made this copy: the original reply, word for word
+                return Outcome(json.loads(reply), state, replayed=True)
+        return Outcome(counter_body(key, state, siblings=False), state, replayed=True)
+
+    def _prepare_apply(self, group: _Group, op: _Apply) -> ApplyResult:
         states: dict[str, CounterState] = {}
         rows: dict[tuple[str, str], Entry] = {}
-        page_dots: dict[tuple[str, int], str] = {}
+        page_dots: dict[Dot, str] = {}
         switch = False
-        for key, entry in entries:
-            held_key = page_dots.get(entry.dot) or dots.get(entry.dot)
+        for key, entry in op.entries:
+            held_key = page_dots.get(entry.dot) or group.dots.get(entry.dot)
             if held_key is not None and held_key != key:
                 raise ConflictingEntry(
                     f"dot {entry.actor}:{entry.seq} is held for another key; page refused"
@@ -632,13 +848,74 @@ class Store:
                 states[key] = after
                 rows[(key, entry.actor)] = entry
                 page_dots[entry.dot] = key
-        dots.update(page_dots)
+        group.dots.update(page_dots)
         if switch:
             self._new_incarnation("another node holds a seq of our actor beyond our counter")
             group.meta.update(self._pending_meta)
         group.states.update(states)
         group.rows.update(rows)
-        return ApplyResult(received=len(entries), applied=len(rows))
+        new = 0
+        for record in op.records:
+            copies = group.copies.setdefault(record.khash, {})
+            if record.dot not in copies:
+                copies[record.dot] = record
+                group.new_records.append((record, None))
+                new += 1
+        for by, marked in op.marks:
+            self._mark(group, marked, by)
+        return ApplyResult(received=len(op.entries), applied=len(rows), records=new)
+
+    def _mark(self, group: _Group, marked: Dot, by: Dot) -> None:
+        """Record that the write ``by`` compensated the copy ``marked`` (merges by max)."""
+        known = group.marks.get(marked)
+        if known is None or (by[1], by[0]) > (known[1], known[0]):
+            group.marks[marked] = by
+        for copies in group.copies.values():
+            record = copies.get(marked)
+            if record is not None:
+                copies[marked] = dataclasses.replace(record, mark=group.marks[marked])
+
+    def _compensate(self, group: _Group, khashes: set[bytes]) -> None:
+        """Compensate every duplicate copy this node made that is now known to be one."""
+        for kh in khashes:
+            copies = list(group.copies.get(kh, {}).values())
+            states = {c.key: self._state(c.key, group) for c in copies}
+            for copy in compensations(copies, states, node_id=self.node_id):
+                state = self._state(copy.key, group)
+                try:
+                    entry = state.increment(self.actor, self._seq + 1, -copy.amount)
+                except Overflow:
+                    log.error("cannot compensate %s:%d without overflow", copy.actor, copy.seq)
+                    continue
+                self._seq += 1
+                group.states[copy.key] = state.with_entry(entry)
+                group.rows[(copy.key, self.actor)] = entry
+                group.dots[entry.dot] = copy.key
+                group.local_writes += 1
+                self._mark(group, copy.dot, entry.dot)
+                if copy.fingerprint != min(copies, key=lambda r: r.order).fingerprint:
+                    log.warning(
+                        "idempotency key %s was applied with different requests; the first stands",
+                        kh.hex(),
+                    )
+            if self._waiting(group, kh):
+                self._pending_khashes.add(kh)
+            else:
+                self._pending_khashes.discard(kh)
+
+    def _waiting(self, group: _Group, kh: bytes) -> bool:
+        """Whether a copy of ``kh`` this node made may still need compensating later."""
+        copies = list(group.copies.get(kh, {}).values())
+        if len(copies) < 2:
+            return False
+        smallest = min(copies, key=lambda r: r.order)
+        for copy in copies:
+            if copy is smallest or copy.node_id != self.node_id or copy.mark or not copy.amount:
+                continue
+            floor = self._state(copy.key, group).floors().get(copy.actor)
+            if floor is None or floor.seq < copy.seq:
+                return True
+        return False
 
     def _prepare_raise(self, group: _Group, vector: VersionVector) -> None:
         if vector.get(self.actor) > self._seq:
@@ -693,6 +970,20 @@ class Store:
             vector[actor] = own
         return VersionVector(vector)
 
+    async def _unresolved_copies(self) -> set[bytes]:
+        """Key hashes with an unmarked copy this node made and at least one other copy."""
+        db = self._db
+        assert db is not None
+        async with db.execute(
+            "SELECT DISTINCT r.khash FROM records r LEFT JOIN marks m"
+            " ON m.actor = r.actor AND m.seq = r.seq"
+            " WHERE m.actor IS NULL AND substr(r.actor, 1, ?) = ? AND r.amount != 0"
+            " AND EXISTS (SELECT 1 FROM records o WHERE o.khash = r.khash"
+            " AND (o.actor != r.actor OR o.seq != r.seq))",
+            (len(self.node_id) + 1, self.node_id + "~"),
+        ) as cur:
+            return {bytes(kh) async for (kh,) in cur}
+
     async def _own_seq(self, db: aiosqlite.Connection, actor: str | None = None) -> int:
         """The highest committed seq of ``actor`` (default: ours), through the dot index."""
         async with db.execute(
@@ -704,18 +995,17 @@ class Store:
     async def page(self, request: PullRequest) -> Page:
         """One page of a pull, from the current committed state.
 
-        Every entry with ``(actor, seq) > cursor`` and ``seq > request.vector[actor]``, in
-        ``(actor, seq)`` order, with no upper bound; at most ``page_entries`` entries and about
-        ``page_bytes`` bytes. On the first page (no snapshot) the committed vector is read before
-        any entry, so the entries are at least as new as it.
+        Every entry, record and mark whose dot is ``> cursor`` with ``seq >
+        request.vector[actor]``, in ``(actor, seq)`` order, with no upper bound; at most
+        ``page_entries`` items and about ``page_bytes`` bytes, cut only between seqs. On the
+        first page (no snapshot) the committed vector is read before any item, so the items are
+        at least as new as it.
         """
         db = self._read_db()
         snapshot = request.snapshot
         if snapshot is None or not (await self.vector()).descends(snapshot):
             snapshot = await self.vector()
-        limit, budget = self.config.page_entries, self.config.page_bytes
-        entries: list[tuple[str, Entry]] = []
-        size = 0
+        page = _PageBuilder(self.config.page_entries, self.config.page_bytes)
         actor: str | None
         if request.cursor is None:
             actor, after = await self._next_actor(db, None), 0
@@ -723,30 +1013,47 @@ class Store:
             actor, after = request.cursor
         while actor is not None:
             bound = max(after, request.vector.get(actor))
-            async with db.execute(
-                "SELECT key, seq, total, floors FROM entries WHERE actor = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (actor, bound, limit - len(entries) + 1),
-            ) as cur:
-                rows = await cur.fetchall()
-            for key, seq, total, floors in rows:
-                entry = _entry_from_row(actor, seq, total, floors)
-                cost = entry_size(key, entry)
-                if len(entries) >= limit or (entries and size + cost > budget):
-                    last = entries[-1][1]
-                    return self._page(snapshot, entries, (last.actor, last.seq))
-                entries.append((key, entry))
-                size += cost
+            room = page.room + 1
+            streams = await asyncio.gather(
+                self._fetch(db, _ENTRIES_AFTER, actor, bound, room),
+                self._fetch(db, _RECORDS_AFTER, actor, bound, room),
+                self._fetch(db, _MARKS_AFTER, actor, bound, room),
+            )
+            # A stream that filled its LIMIT may hold more beyond its last seq: stop there.
+            cutoff = min((rows[-1][0] for rows in streams if len(rows) == room), default=None)
+            by_seq: dict[int, list[tuple[int, Any]]] = {}
+            for kind, rows in enumerate(streams):
+                for row in rows:
+                    if cutoff is None or row[0] <= cutoff:
+                        by_seq.setdefault(row[0], []).append((kind, row))
+            for seq in sorted(by_seq):
+                if not page.add(actor, seq, by_seq[seq]):
+                    return self._page(snapshot, page, page.cursor)
+            if cutoff is not None:
+                after = cutoff
+                continue
             actor, after = await self._next_actor(db, actor), 0
-        return self._page(snapshot, entries, None)
+        return self._page(snapshot, page, None)
+
+    @staticmethod
+    async def _fetch(
+        db: aiosqlite.Connection, sql: str, actor: str, bound: int, limit: int
+    ) -> list[Any]:
+        async with db.execute(sql, (actor, bound, limit)) as cur:
+            return list(await cur.fetchall())
 
     def _page(
-        self,
-        vector: VersionVector,
-        entries: list[tuple[str, Entry]],
-        cursor: tuple[str, int] | None,
+        self, vector: VersionVector, page: _PageBuilder, cursor: tuple[str, int] | None
     ) -> Page:
-        return Page(self.node_id, self.actor, vector, tuple(entries), cursor)
+        return Page(
+            self.node_id,
+            self.actor,
+            vector,
+            tuple(page.entries),
+            cursor,
+            tuple(page.records),
+            tuple(page.marks),
+        )
 
     @staticmethod
     async def _next_actor(db: aiosqlite.Connection, after: str | None) -> str | None:

@@ -27,6 +27,7 @@ from vvstore.clock import VersionVector
 from vvstore.codec import Notice, Page, PullRequest
 from vvstore.counter import Entry
 from vvstore.errors import MalformedPayload, VVStoreError
+from vvstore.idempotency import Record
 
 __all__ = ["Peer", "PeerLink", "PullRound", "Replica", "RoundResult", "SyncLoop", "behind"]
 
@@ -38,7 +39,12 @@ class Replica(Protocol):
 
     async def vector(self) -> VersionVector: ...
 
-    async def apply(self, entries: Sequence[tuple[str, Entry]]) -> Any: ...
+    async def apply(
+        self,
+        entries: Sequence[tuple[str, Entry]],
+        records: Sequence[Record],
+        marks: Sequence[tuple[tuple[str, int], tuple[str, int]]],
+    ) -> Any: ...
 
     async def raise_vector(self, vector: VersionVector) -> None: ...
 
@@ -72,6 +78,7 @@ class RoundResult:
     complete: bool = False
     pages: int = 0
     entries: int = 0
+    records: int = 0
     applied: int = 0
     responder: str | None = None
     before: VersionVector = field(default_factory=VersionVector)
@@ -116,9 +123,10 @@ class PullRound:
             raise MalformedPayload("the responder's actor or vector changed during the round")
         if page.next is not None and self._cursor is not None and page.next <= self._cursor:
             raise MalformedPayload("the responder's cursor did not advance")
-        if page.entries:
-            outcome = await self.replica.apply(page.entries)
+        if page.entries or page.records or page.marks:
+            outcome = await self.replica.apply(page.entries, page.records, page.marks)
             result.entries += len(page.entries)
+            result.records += len(page.records)
             result.applied += getattr(outcome, "applied", 0)
         self._cursor = page.next
         self._done = page.last

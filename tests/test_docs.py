@@ -1,0 +1,151 @@
+"""Keep docs/api.md and docs/cli.md in step with the code they describe.
+
+The subcommands and flags are read from the live argparse parser, the routes from the aiohttp
+application and the error codes from the API's status mapping, so a new route, flag or error
+code fails here until it is documented, and a documented one that no longer exists fails too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import cast
+
+from vvstore import errors
+from vvstore.api import _STATUS, NodeService, create_app, error_response
+from vvstore.cli import _parser
+
+ROOT = Path(__file__).resolve().parents[1]
+API_DOC = ROOT / "docs" / "api.md"
+CLI_DOC = ROOT / "docs" / "cli.md"
+README = ROOT / "README.md"
+
+_DOCUMENTED_ROUTE = re.compile(r"`(GET|HEAD|POST|PUT|PATCH|DELETE) (/[^`\s]*)`")
+_LONG_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _read(path: Path) -> str:
+    assert path.is_file(), f"{path.relative_to(ROOT)} is missing"
+    return path.read_text(encoding="utf-8")
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    actions = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(actions) == 1, "expected one set of subcommands in vvstore.cli._parser()"
+    commands = dict(actions[0].choices)
+    assert commands, "vvstore.cli._parser() registers no subcommands"
+    return commands
+
+
+def _long_flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for action in parser._actions for s in action.option_strings if s.startswith("--")}
+
+
+def _routes() -> set[tuple[str, str]]:
+    # The routes are registered without calling the service, so any object stands in for it.
+    app = create_app(cast(NodeService, object()))
+    routes = {(route.method, route.resource.canonical) for route in app.router.routes()}
+    assert routes, "create_app registers no routes"
+    return routes
+
+
+def _mentions_flag(text: str, flag: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text) is not None
+
+
+# --- docs/cli.md -----------------------------------------------------------------------------
+
+
+def test_every_subcommand_is_documented() -> None:
+    text = _read(CLI_DOC)
+    headings = [line for line in text.splitlines() if line.startswith("#")]
+    missing = [
+        name
+        for name in _subcommands()
+        if f"vvstore {name}" not in text
+        and not any(re.search(rf"\b{re.escape(name)}\b", h) for h in headings)
+    ]
+    assert not missing, f"subcommands missing from docs/cli.md: {missing}"
+
+
+def test_every_long_flag_is_documented() -> None:
+    text = _read(CLI_DOC)
+    parsers = {"vvstore": _parser(), **{f"vvstore {n}": p for n, p in _subcommands().items()}}
+    missing = [
+        f"{name} {flag}"
+        for name, parser in parsers.items()
+        for flag in sorted(_long_flags(parser))
+        if not _mentions_flag(text, flag)
+    ]
+    assert not missing, f"flags missing from docs/cli.md: {missing}"
+
+
+def test_cli_doc_names_no_flag_that_does_not_exist() -> None:
+    known = _long_flags(_parser()).union(*map(_long_flags, _subcommands().values()))
+    unknown = sorted(set(_LONG_FLAG.findall(_read(CLI_DOC))) - known)
+    assert not unknown, f"docs/cli.md names flags no parser defines: {unknown}"
+
+
+# --- docs/api.md -----------------------------------------------------------------------------
+
+
+def test_every_route_is_documented() -> None:
+    text = _read(API_DOC)
+    missing = []
+    for method, path in sorted(_routes()):
+        if method == "HEAD":
+            # aiohttp adds HEAD to every GET route; the page says so once, in general.
+            if f"`GET {path}`" not in text or "`HEAD`" not in text:
+                missing.append(f"HEAD {path} (with its GET route)")
+        elif f"`{method} {path}`" not in text:
+            missing.append(f"{method} {path}")
+    assert not missing, f"routes missing from docs/api.md: {missing}"
+
+
+def test_api_doc_names_no_route_that_does_not_exist() -> None:
+    documented = set(_DOCUMENTED_ROUTE.findall(_read(API_DOC)))
+    assert documented, "no `METHOD /path` found in docs/api.md"
+    unknown = sorted(documented - _routes())
+    assert not unknown, f"docs/api.md documents routes create_app does not register: {unknown}"
+
+
+def _error_classes() -> list[type[errors.VVStoreError]]:
+    """Every class in the status mapping, and its subclasses in vvstore.errors."""
+    found: list[type[errors.VVStoreError]] = []
+    todo = list(_STATUS)
+    while todo:
+        cls = todo.pop(0)
+        if cls not in found and cls.__module__ == errors.__name__:
+            found.append(cls)
+            todo.extend(cls.__subclasses__())
+    return found
+
+
+def test_every_error_code_is_documented_with_its_status() -> None:
+    text = _read(API_DOC)
+    classes = _error_classes()
+    assert {cls.code for cls in _STATUS} <= {cls.code for cls in classes}
+    problems = []
+    for cls in classes:
+        status = error_response(cls("x")).status
+        if f"`{cls.code}`" not in text:
+            problems.append(f"{cls.code} is not mentioned")
+        elif not re.search(rf"^\| `{cls.code}` \| {status} \|", text, re.MULTILINE):
+            problems.append(f"{cls.code} has no table row '| `{cls.code}` | {status} |'")
+    assert not problems, f"docs/api.md error codes: {problems}"
+
+
+# --- links -----------------------------------------------------------------------------------
+
+
+def _links_to(text: str, target: str) -> bool:
+    return re.search(rf"\]\((?:\./)?{re.escape(target)}(?:#[^)]*)?\)", text) is not None
+
+
+def test_the_docs_are_linked() -> None:
+    assert _links_to(_read(CLI_DOC), "api.md"), "docs/cli.md does not link to api.md"
+    if README.is_file():
+        readme = README.read_text(encoding="utf-8")
+        for target in ("docs/api.md", "docs/cli.md"):
+            assert _links_to(readme, target), f"README.md does not link to {target}"
