@@ -62,8 +62,12 @@ def normalize_idempotency_key(raw: object) -> str:
 
 
 def key_hash(idempotency_key: str) -> bytes:
-    """16 bytes naming an idempotency key (records never store the key itself)."""
-    return hashlib.sha256(idempotency_key.encode("ascii")).digest()[:16]
+    """16 bytes naming an idempotency key (records never store the key itself).
+
+    :raises InvalidRequest: if the key is not valid (see :func:`normalize_idempotency_key`).
+    """
+    key = normalize_idempotency_key(idempotency_key)
+    return hashlib.sha256(key.encode("ascii")).digest()[:16]
 
 
 def fingerprint(counter_key: str, amount: int, *, reset: bool = False) -> bytes:
