@@ -11,13 +11,17 @@ This module must never touch SQLite or speak to other nodes itself; it only call
 
 from __future__ import annotations
 
+import asyncio
+import importlib.resources
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
 
+from vvstore.auth import ClusterAuth, TokenAuth, credential_for
 from vvstore.clock import VersionVector
 from vvstore.codec import (
     Notice,
@@ -44,6 +48,7 @@ from vvstore.errors import (
     Overflow,
     PayloadTooLarge,
     RequestError,
+    RequestTimeout,
     Unauthorized,
     Unavailable,
     VVStoreError,
@@ -93,6 +98,9 @@ class NodeService(Protocol):
 
 
 SERVICE = web.AppKey("service", NodeService)
+TOKEN = web.AppKey("token", TokenAuth)
+CLUSTER = web.AppKey("cluster", ClusterAuth)
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
 
 _STATUS: dict[type[VVStoreError], int] = {
     InvalidRequest: 400,
@@ -101,6 +109,7 @@ _STATUS: dict[type[VVStoreError], int] = {
     NotFound: 404,
     MethodNotAllowed: 405,
     ConflictingEntry: 409,
+    RequestTimeout: 408,
     PayloadTooLarge: 413,
     Overflow: 422,
     IdempotencyKeyReused: 422,
@@ -124,10 +133,43 @@ def error_response(exc: VVStoreError) -> web.Response:
     status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), None)
     if status is None:
         status = 400 if isinstance(exc, RequestError) else 503
-    headers = None
+    headers = {}
     if isinstance(exc, Unavailable) and exc.retry_after is not None:
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    return _json({"error": {"code": exc.code, "message": exc.message}}, status, headers)
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="vvstore"'
+    body = {"error": {"code": exc.code, "message": exc.message}}
+    return _json(body, status, headers or None)
+
+
+@web.middleware
+async def _auth(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Client routes need the token, sync routes the cluster signature (when configured).
+
+    A verified sync request's response is signed over the request's nonce, the status and the
+    body, so the requester can authenticate what it pulls.
+    """
+    credential = credential_for(request.method, request.path)
+    token, cluster = request.app.get(TOKEN), request.app.get(CLUSTER)
+    try:
+        if credential == "token" and token is not None:
+            token.check(request.headers.get("Authorization"))
+        if credential != "cluster" or cluster is None:
+            return await handler(request)
+        body = await _body(request, SYNC_BODY_LIMIT)
+        cluster.verify_request(
+            request.method, request.raw_path, body, request.headers, now=time.time()
+        )
+    except VVStoreError as exc:
+        return error_response(exc)
+    request["body"] = body
+    response = await handler(request)
+    if isinstance(response, web.Response) and isinstance(response.body, bytes):
+        nonce = request.headers.get("X-VV-Nonce", "")
+        response.headers.update(cluster.sign_response(nonce, response.status, response.body))
+    return response
 
 
 @web.middleware
@@ -140,10 +182,12 @@ async def _errors(
         return error_response(exc)
     except web.HTTPNotFound:
         return error_response(NotFound(f"no route for {request.method} {request.path}"))
-    except web.HTTPMethodNotAllowed:
-        return error_response(
+    except web.HTTPMethodNotAllowed as exc:
+        response = error_response(
             MethodNotAllowed(f"{request.method} is not allowed on {request.path}")
         )
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
     except web.HTTPRequestEntityTooLarge:
         return error_response(PayloadTooLarge("the request body is too large"))
     except web.HTTPException as exc:
@@ -154,17 +198,25 @@ async def _errors(
 
 
 async def _body(request: web.Request, limit: int) -> bytes:
-    """Read the body, refusing (413) as soon as it is known to exceed ``limit`` bytes."""
+    """Read the body, refusing (413) as soon as it is known to exceed ``limit`` bytes, and
+    (408) when the client takes longer than the body timeout to send it."""
+    if "body" in request:
+        read: bytes = request["body"]
+        return read
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
     data = bytearray()
-    while True:
-        chunk = await request.content.read(64 * 1024)
-        if not chunk:
-            return bytes(data)
-        data += chunk
-        if len(data) > limit:
-            raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
+    try:
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 10.0)):
+            while True:
+                chunk = await request.content.read(64 * 1024)
+                if not chunk:
+                    return bytes(data)
+                data += chunk
+                if len(data) > limit:
+                    raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive in time") from None
 
 
 def _key(request: web.Request) -> str:
@@ -268,10 +320,31 @@ async def sync_notice(request: web.Request) -> web.Response:
     return _json({"node": service.node_id, "vector": vector.to_dict()})
 
 
-def create_app(service: NodeService) -> web.Application:
-    """The aiohttp application for ``service``. Background work is the caller's (node.py)."""
-    app = web.Application(middlewares=[_errors], client_max_size=SYNC_BODY_LIMIT)
+async def openapi(request: web.Request) -> web.Response:
+    spec = importlib.resources.files("vvstore").joinpath("openapi.yaml").read_bytes()
+    return web.Response(body=spec, content_type="application/yaml")
+
+
+def create_app(
+    service: NodeService,
+    *,
+    token: TokenAuth | None = None,
+    cluster: ClusterAuth | None = None,
+    body_timeout: float = 10.0,
+) -> web.Application:
+    """The aiohttp application for ``service``. Background work is the caller's (node.py).
+
+    :param token: when given, every client route but ``GET /health`` requires it.
+    :param cluster: when given, the sync routes require its signature, and sign their replies.
+    """
+    app = web.Application(middlewares=[_auth, _errors], client_max_size=SYNC_BODY_LIMIT)
     app[SERVICE] = service
+    app[BODY_TIMEOUT] = body_timeout
+    if token is not None:
+        app[TOKEN] = token
+    if cluster is not None:
+        app[CLUSTER] = cluster
+    app.router.add_get("/openapi.yaml", openapi)
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
     app.router.add_get("/counters", list_counters)

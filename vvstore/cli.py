@@ -10,19 +10,42 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from vvstore import __version__
 from vvstore import demo as demo_command
 from vvstore.client import Client
 from vvstore.config import NodeConfig
-from vvstore.errors import VVStoreError
+from vvstore.errors import ConfigError, VVStoreError
 
 __all__ = ["main"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=DEFAULT_URL, help=f"node URL (default {DEFAULT_URL})")
+    parser.add_argument(
+        "--token-file", metavar="PATH", help="bearer token for the node (or set VVSTORE_TOKEN)"
+    )
+
+
+def _read_secret(path: str | None, what: str, env: str | None = None) -> str | None:
+    """A secret from a file (or an environment variable), whitespace stripped."""
+    if path is not None:
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what} file {path!r}: {exc.strerror}") from None
+    elif env is not None and os.environ.get(env):
+        text = os.environ[env]
+    else:
+        return None
+    return text.strip()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest backoff on a failing peer (default 2)",
     )
+    serve.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="require this bearer token on every client route but /health (or set VVSTORE_TOKEN)",
+    )
+    serve.add_argument(
+        "--cluster-secret-file",
+        metavar="PATH",
+        help="sign and verify sync traffic between nodes with this shared secret",
+    )
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     for name, help_text in (("incr", "add to a counter"), ("get", "read a counter")):
@@ -67,9 +100,9 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("key")
         if name == "incr":
             sub.add_argument("amount", nargs="?", type=int, default=1)
-        sub.add_argument("--url", default=DEFAULT_URL, help=f"node URL (default {DEFAULT_URL})")
+        _client_flags(sub)
     status = commands.add_parser("status", help="show a node's vector and peers")
-    status.add_argument("--url", default=DEFAULT_URL, help=f"node URL (default {DEFAULT_URL})")
+    _client_flags(status)
     status.add_argument("--json", action="store_true", help="print the raw JSON")
 
     demo = commands.add_parser(
@@ -100,7 +133,8 @@ def _status_table(status: dict[str, Any]) -> str:
 
 
 async def _client_command(args: argparse.Namespace) -> int:
-    async with Client(args.url) as client:
+    token = _read_secret(args.token_file, "token", "VVSTORE_TOKEN")
+    async with Client(args.url, token=token) as client:
         if args.command == "incr":
             print(json.dumps(await client.increment(args.key, args.amount), ensure_ascii=False))
         elif args.command == "get":
@@ -132,8 +166,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 peers=tuple(args.peer),
                 sync_interval=args.sync_interval,
                 backoff_cap=args.backoff_cap,
+                token=_read_secret(args.token_file, "token", "VVSTORE_TOKEN"),
+                cluster_secret=_read_secret(args.cluster_secret_file, "cluster secret"),
             )
-            return asyncio.run(serve(config))
+            try:
+                return asyncio.run(serve(config))
+            except OSError as exc:  # the address is taken, say
+                raise ConfigError(
+                    f"cannot listen on {args.host}:{args.port}: {exc.strerror}"
+                ) from None
         return asyncio.run(_client_command(args))
     except VVStoreError as exc:
         print(f"vvstore: error: {exc.message}", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -81,6 +81,22 @@ class NodeConfig:
     cache_keys: int = 100_000
     # Seconds SIGTERM may spend draining the queue before exit.
     shutdown_timeout: float = 5.0
+    # Bearer token every client route but GET /health requires (at least 32 bytes); None: open.
+    token: str | None = field(default=None, repr=False)
+    # Shared secret that signs sync traffic between nodes (at least 32 bytes). Required when a
+    # peer is not on a loopback address.
+    cluster_secret: str | None = field(default=None, repr=False)
+    # Seconds a signed sync request's timestamp may differ from our clock.
+    clock_window: float = 30.0
+    # Seconds an idempotency record is kept at least (it is purged only once older than this
+    # and covered by the vector last received from every peer).
+    idempotency_retention: float = 24 * 3600.0
+    # Most idempotency records kept; beyond it the oldest purgeable go first, then the oldest.
+    idempotency_cap: int = 1_000_000
+    # Seconds between purges of old idempotency records.
+    purge_interval: float = 60.0
+    # Seconds a client may take to send a request body before the request is refused.
+    body_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.node_id, str) or not NODE_ID_RE.fullmatch(self.node_id):
@@ -101,10 +117,24 @@ class NodeConfig:
             "peer_timeout": self.peer_timeout,
             "round_timeout": self.round_timeout,
             "shutdown_timeout": self.shutdown_timeout,
+            "clock_window": self.clock_window,
+            "idempotency_retention": self.idempotency_retention,
+            "purge_interval": self.purge_interval,
+            "body_timeout": self.body_timeout,
         }
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+        for name, secret in (("token", self.token), ("cluster secret", self.cluster_secret)):
+            if secret is not None and len(secret.encode()) < 32:
+                raise ConfigError(f"the {name} must be at least 32 bytes")
+        if self.cluster_secret is None and not all(
+            is_loopback_host(urlsplit(url).hostname or "") for url in self.peers
+        ):
+            raise ConfigError(
+                "peers on non-loopback addresses need a cluster secret (--cluster-secret-file):"
+                " sync traffic would otherwise be unauthenticated"
+            )
         if self.notice_delay < 0:
             raise ConfigError(f"notice_delay must be >= 0 seconds, got {self.notice_delay}")
         bounded = {
@@ -115,6 +145,7 @@ class NodeConfig:
             "page_entries": (self.page_entries, 1, 5000),
             "page_bytes": (self.page_bytes, 1024, 1 << 20),
             "cache_keys": (self.cache_keys, 0, 100_000_000),
+            "idempotency_cap": (self.idempotency_cap, 1, 1_000_000_000),
         }
         for name, (value, low, high) in bounded.items():
             if not isinstance(value, int) or not low <= value <= high:

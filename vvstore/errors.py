@@ -16,6 +16,7 @@ have been applied, and only a retry with the same idempotency key is safe.
     │   ├── Unauthorized           401 missing or wrong credentials
     │   ├── NotFound               404 no such route
     │   ├── MethodNotAllowed       405 the route exists, the method does not
+    │   ├── RequestTimeout         408 the request body did not arrive in time
     │   ├── PayloadTooLarge        413 body over the route's limit
     │   ├── Overflow               422 an amount or total would leave int64
     │   ├── IdempotencyKeyReused   422 an idempotency key came back with another request
@@ -55,6 +56,7 @@ __all__ = [
     "PeerTimeout",
     "PeerUnreachable",
     "RequestError",
+    "RequestTimeout",
     "SchemaTooNew",
     "StoreError",
     "Unauthorized",
@@ -121,6 +123,12 @@ class MethodNotAllowed(RequestError):
     """The path exists but not with this method."""
 
     code = "method_not_allowed"
+
+
+class RequestTimeout(RequestError):
+    """The client took longer than the body timeout to send its request body."""
+
+    code = "request_timeout"
 
 
 class PayloadTooLarge(RequestError):

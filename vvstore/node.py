@@ -20,9 +20,10 @@ import aiohttp
 from aiohttp import web
 
 from vvstore.api import SERVICE, create_app
+from vvstore.auth import ClusterAuth, TokenAuth
 from vvstore.clock import VersionVector
 from vvstore.codec import Notice, Outcome, Page, PullRequest, Write
-from vvstore.config import NodeConfig
+from vvstore.config import NodeConfig, is_loopback_host
 from vvstore.counter import CounterState
 from vvstore.peer import HttpPeer
 from vvstore.store import Store
@@ -44,9 +45,11 @@ class Node:
         *,
         rng: random.Random,
         clock: Callable[[], float] = time.time,
+        cluster: ClusterAuth | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.cluster = cluster
         self.sync = SyncLoop(
             store,
             peers,
@@ -69,10 +72,11 @@ class Node:
         *,
         peers: Sequence[Peer] = (),
         rng: random.Random | None = None,
+        cluster: ClusterAuth | None = None,
     ) -> Node:
         """Open the node's store; the sync loop starts with :meth:`start`."""
         store = await Store.open(config)
-        return cls(config, store, peers, rng=rng or random.Random())
+        return cls(config, store, peers, rng=rng or random.Random(), cluster=cluster)
 
     def start(self) -> None:
         self.sync.start()
@@ -119,6 +123,7 @@ class Node:
             "actor": self.store.actor,
             "version": (await self.store.vector()).to_dict(),
             "peers": [link.to_dict() for link in self.sync.links],
+            "clock_skew": dict(self.cluster.skews) if self.cluster is not None else {},
         }
 
     async def serve_pull(self, request: PullRequest) -> Page:
@@ -133,7 +138,15 @@ class Node:
 def node_app(config: NodeConfig) -> web.Application:
     """An aiohttp application that opens the node on startup and closes it on cleanup."""
     holder: dict[str, Node] = {}
-    app = create_app(_LazyService(holder))
+    token = TokenAuth(config.token.encode()) if config.token is not None else None
+    cluster = None
+    if config.cluster_secret is not None:
+        cluster = ClusterAuth(
+            config.cluster_secret.encode(), config.node_id, window=config.clock_window
+        )
+    app = create_app(
+        _LazyService(holder), token=token, cluster=cluster, body_timeout=config.body_timeout
+    )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession() as session:
@@ -143,10 +156,11 @@ def node_app(config: NodeConfig) -> web.Application:
                     session,
                     timeout=config.peer_timeout,
                     max_actors=config.max_vector_actors,
+                    cluster=cluster,
                 )
                 for url in config.peers
             ]
-            node = await Node.open(config, peers=peers)
+            node = await Node.open(config, peers=peers, cluster=cluster)
             holder["node"] = node
             node.start()
             try:
@@ -178,6 +192,13 @@ async def serve(config: NodeConfig, *, ready: Callable[[str], None] | None = Non
     port = runner.addresses[0][1] if runner.addresses else config.port
     status = await app[SERVICE].status()
     url = f"http://{config.host}:{port}"
+    if config.token is None and not is_loopback_host(config.host):
+        log.warning(
+            "WARNING: node %s listens on %s with no token: anyone who can reach it can read"
+            " and write every counter. Give --token-file (and put TLS in front of it).",
+            config.node_id,
+            url,
+        )
     log.info(
         "vvstore node %s actor %s listening on %s data-dir %s durability %s peers %s",
         config.node_id,

@@ -7,10 +7,14 @@ anything of it is returned, so a hostile or broken peer can waste one call, neve
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
+import time
 
 import aiohttp
 
+from vvstore.auth import NONCE_HEADER, ClusterAuth
 from vvstore.codec import (
     MAX_PAGE_BYTES,
     Notice,
@@ -37,22 +41,48 @@ class HttpPeer:
         *,
         timeout: float,
         max_actors: int,
+        cluster: ClusterAuth | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._session = session
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_response = MAX_PAGE_BYTES + 64 * 1024
         self._max_actors = max_actors
+        self._cluster = cluster
+        # The peer's node id, learned from its /health: signed requests name their recipient.
+        self.node_id: str | None = None
         #: Bytes received in sync responses (figures for replication cost).
         self.bytes_received = 0
 
+    async def _recipient(self) -> str:
+        if self.node_id is None:
+            async with self._session.get(self.url + "/health", timeout=self._timeout) as response:
+                data = await response.content.read(4096)
+            try:
+                node = json.loads(data)["node"]
+            except (ValueError, KeyError, TypeError):
+                raise MalformedPayload(f"{self.url}/health did not name its node") from None
+            if not isinstance(node, str):
+                raise MalformedPayload(f"{self.url}/health did not name its node")
+            self.node_id = node
+        return self.node_id
+
     async def _post(self, path: str, body: bytes) -> bytes:
+        headers = {"Content-Type": "application/json"}
         try:
+            if self._cluster is not None:
+                headers.update(
+                    self._cluster.sign_request(
+                        "POST",
+                        path,
+                        body,
+                        recipient=await self._recipient(),
+                        now=time.time(),
+                        nonce=secrets.token_hex(16),
+                    )
+                )
             async with self._session.post(
-                self.url + path,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=self._timeout,
+                self.url + path, data=body, headers=headers, timeout=self._timeout
             ) as response:
                 data = bytearray()
                 while len(data) <= self._max_response:  # read() returns one chunk at a time
@@ -62,6 +92,14 @@ class HttpPeer:
                     data += chunk
                 if len(data) > self._max_response:
                     raise MalformedPayload(f"response from {self.url}{path} is too large")
+                if self._cluster is not None:  # authenticate before parsing anything
+                    self._cluster.verify_response(
+                        headers[NONCE_HEADER],
+                        response.status,
+                        bytes(data),
+                        response.headers,
+                        expected_node=self.node_id,
+                    )
                 if response.status != 200:
                     raise MalformedPayload(
                         f"{self.url}{path} answered {response.status}: {data[:200]!r}"
