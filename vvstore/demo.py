@@ -10,11 +10,11 @@
    concurrent and their values differ;
 3. **heal**: the proxy passes traffic again and the demo times how long the nodes take to agree.
 
-Every add is recorded in a :class:`~vvstore.checker.History` (invoke, then ok, fail or info)
-and the converged values are judged by :func:`~vvstore.checker.check`: the bounds check
-``acknowledged <= value <= acknowledged + indefinite`` for now, exact mode once increments
-carry idempotency keys. Exit status: 0 the verdict holds, 1 it does not, 2 the demo could not
-run (a node did not start, say).
+Every add is recorded in a :class:`~vvstore.checker.History` (invoke, then ok, fail or info,
+with its idempotency key) and the converged values are judged by :func:`~vvstore.checker.check`:
+the bounds check ``acknowledged <= value <= acknowledged + indefinite`` for now; exact mode
+once the demo retries every indefinite add until it is acknowledged. Exit status: 0 the verdict
+holds, 1 it does not, 2 the demo could not run (a node did not start, say).
 
 The nodes never learn that they are partitioned: their bytes simply stop arriving, as on a real
 network. Clients talk to the nodes directly, not through the proxy, so a partition never fails a
@@ -132,8 +132,9 @@ class DemoOptions:
     json: bool = False
     # Keep the data directories and logs, and print where they are.
     keep: bool = False
-    # Judge value == the sum over distinct acknowledged idempotency keys. Needs retry-safe
-    # increments (idempotency keys), which vvstore does not have yet: refused until then.
+    # Judge value == the sum over distinct acknowledged idempotency keys instead of the bounds.
+    # Every add already carries its idempotency key; what exact mode still needs is a last
+    # phase that retries every indefinite add until it is acknowledged: refused until then.
     exact: bool = False
     # Seconds to wait for the nodes to agree, in each phase.
     converge_timeout: float = 30.0
@@ -162,8 +163,8 @@ class DemoOptions:
             raise ValueError(f"converge timeout must be positive, got {self.converge_timeout}")
         if self.exact:
             raise ValueError(
-                "exact mode needs retry-safe increments (idempotency keys), which vvstore "
-                "does not have yet"
+                "exact mode needs a last phase that retries every indefinite add with its "
+                "idempotency key until it is acknowledged, which the demo does not have yet"
             )
 
     @property
@@ -794,12 +795,16 @@ class _Run:
 
     async def _client(
         self,
+        phase: str,
         process: int,
         adds: Sequence[_Add],
         done: Callable[[], None],
         spread_over: float | None,
     ) -> None:
         """Run one client's adds in order, recording each in the history.
+
+        Every add carries its own idempotency key, recorded with it, so that the client's
+        retries of an indefinite add are counted once and exact mode can judge the history.
 
         With ``spread_over`` the adds are paced evenly over that many seconds, so that the
         partition sees writes throughout; pacing shapes the workload, it synchronises nothing.
@@ -810,10 +815,14 @@ class _Run:
             if spread_over is not None:
                 due = start + spread_over * index / len(adds)
                 await asyncio.sleep(max(0.0, due - self.loop.time()))
-            # No idempotency key yet: exact mode will set one here and retry indefinite adds.
-            op = history.invoke(process, "add", add.key, add.amount, add.node, self.now(), None)
+            idempotency_key = f"{phase}-c{process}-{index}"
+            op = history.invoke(
+                process, "add", add.key, add.amount, add.node, self.now(), idempotency_key
+            )
             try:
-                await self.clients[add.node].increment(add.key, add.amount)
+                await self.clients[add.node].increment(
+                    add.key, add.amount, idempotency_key=idempotency_key
+                )
             except VVStoreError as exc:
                 history.complete(op, "fail" if exc.definite else "info", self.now())
                 # One line per distinct error, however the node formatted its message.
@@ -823,7 +832,7 @@ class _Run:
                 history.complete(op, "ok", self.now())
             done()
 
-    async def workload(self, plan: list[list[_Add]], spread_over: float | None) -> None:
+    async def workload(self, phase: str, plan: list[list[_Add]], spread_over: float | None) -> None:
         total = sum(len(adds) for adds in plan)
         finished = 0
 
@@ -833,7 +842,7 @@ class _Run:
             self.report.adds_progress(finished, total)
 
         await asyncio.gather(
-            *(self._client(i, adds, done, spread_over) for i, adds in enumerate(plan))
+            *(self._client(phase, i, adds, done, spread_over) for i, adds in enumerate(plan))
         )
 
     # -- observation --------------------------------------------------------------------------
@@ -920,7 +929,7 @@ class _Run:
         phase = PhaseResult("healthy", [list(names)])
         plan = _plan(self.rng, options, count, lambda _client: names)
         first_op, start = len(self.result.history.ops), self.loop.time()
-        await self.workload(plan, spread_over=None)
+        await self.workload(phase.name, plan, spread_over=None)
         self._phase_tally(phase, first_op)
         phase.converged, seconds, phase.states = await self.wait_agreement([names], "converging")
         phase.convergence_ms = seconds * 1000 if phase.converged else None
@@ -946,7 +955,7 @@ class _Run:
         # Client i lives next to node i mod n and stays on that node's side.
         plan = _plan(self.rng, options, count, lambda c: side[options.names[c % options.nodes]])
         first_op = len(self.result.history.ops)
-        await self.workload(plan, spread_over=options.partition_seconds)
+        await self.workload(phase.name, plan, spread_over=options.partition_seconds)
         self._phase_tally(phase, first_op)
         end_of_adds = self.loop.time()
         # Hold the partition for its full length even when the adds finish early.

@@ -9,6 +9,7 @@ concrete class; nothing imports it but the CLI, the testing helpers and tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import signal
@@ -25,8 +26,9 @@ from vvstore.clock import VersionVector
 from vvstore.codec import Notice, Outcome, Page, PullRequest, Write
 from vvstore.config import NodeConfig, is_loopback_host
 from vvstore.counter import CounterState
+from vvstore.errors import VVStoreError
 from vvstore.peer import HttpPeer
-from vvstore.store import Store
+from vvstore.store import PurgeResult, Store
 from vvstore.sync import Peer, SyncLoop
 
 __all__ = ["Node", "node_app", "serve"]
@@ -50,6 +52,8 @@ class Node:
         self.config = config
         self.store = store
         self.cluster = cluster
+        self._clock = clock
+        self._purger: asyncio.Task[None] | None = None
         self.sync = SyncLoop(
             store,
             peers,
@@ -80,10 +84,35 @@ class Node:
 
     def start(self) -> None:
         self.sync.start()
+        self._purger = asyncio.create_task(self._purge_loop(), name="vvstore-purge")
 
     async def close(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purger
+            self._purger = None
         await self.sync.stop()
         await self.store.close()
+
+    async def purge(self) -> PurgeResult:
+        """Purge idempotency records every peer holds and no retry can need any more.
+
+        A peer that never completed a round with us covers nothing, so nothing is purged safely
+        until every peer has been heard from.
+        """
+        vectors = [
+            link.vector if link.vector is not None else VersionVector() for link in self.sync.links
+        ]
+        return await self.store.purge(vectors, self._clock())
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.purge_interval)
+            try:
+                await self.purge()
+            except VVStoreError as exc:
+                log.warning("purge of idempotency records failed: %s", exc)
 
     # --- NodeService ---------------------------------------------------------------------
 
@@ -124,6 +153,7 @@ class Node:
             "version": (await self.store.vector()).to_dict(),
             "peers": [link.to_dict() for link in self.sync.links],
             "clock_skew": dict(self.cluster.skews) if self.cluster is not None else {},
+            **await self.store.idempotency_status(self._clock()),
         }
 
     async def serve_pull(self, request: PullRequest) -> Page:

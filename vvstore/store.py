@@ -219,6 +219,21 @@ class _RaiseVector(_Op):
 
 
 @dataclass(slots=True)
+class _Purge(_Op):
+    peer_vectors: Sequence[VersionVector]
+    now: float
+
+
+@dataclass(slots=True)
+class PurgeResult:
+    """What one purge of idempotency records did."""
+
+    purged: int
+    unsafe_evictions: int
+    remaining: int
+
+
+@dataclass(slots=True)
 class _Group:
     """The writer's scratch space for one transaction."""
 
@@ -330,6 +345,8 @@ class Store:
         self._pending_khashes: set[bytes] = set()
         #: Number of transactions committed by the writer (tests and /status read it).
         self.commits = 0
+        #: Idempotency records evicted at the cap before every peer held them.
+        self.unsafe_evictions = 0
         #: Called after every commit that holds a local write (the sync loop's notices).
         self.on_local_commit: list[Callable[[], None]] = []
 
@@ -439,6 +456,7 @@ class Store:
         ):
             reason = "unclean shutdown followed by a reboot under durability=normal"
         self.incarnation = int(meta.get("incarnation", "0"))
+        self.unsafe_evictions = int(meta.get("unsafe_evictions", "0"))
         self.actor = meta.get("actor", "")
         updates = {
             "node_id": self.node_id,
@@ -578,11 +596,109 @@ class Store:
         """Raise the node-level vector to ``max(V, vector)``, after every queued apply."""
         await self._submit(_RaiseVector(self._future(), vector))
 
+    async def purge(self, peer_vectors: Sequence[VersionVector], now: float) -> PurgeResult:
+        """Delete idempotency records no retry can need any more, and enforce the cap.
+
+        A record goes when it is older than the retention period and covered by the vector
+        last received from every peer (``peer_vectors``; a peer never heard from covers
+        nothing). Over the cap, covered records go oldest first whatever their age; if that is
+        not enough, the oldest go anyway and are counted as unsafe evictions.
+        """
+        result: PurgeResult = await self._submit(_Purge(self._future(), peer_vectors, now))
+        return result
+
+    async def _purge(self, op: _Purge) -> PurgeResult:
+        db = self._db
+        assert db is not None
+
+        def covered(actor: str, seq: int) -> bool:
+            return all(vector.get(actor) >= seq for vector in op.peer_vectors)
+
+        async def oldest(where: str, params: tuple[Any, ...], limit: int) -> list[Dot]:
+            async with db.execute(
+                f"SELECT actor, seq FROM records WHERE {where} ORDER BY created LIMIT ?",
+                (*params, limit),
+            ) as cur:
+                return [(actor, seq) async for actor, seq in cur]
+
+        cutoff = op.now - self.config.idempotency_retention
+        doomed = [d for d in await oldest("created < ?", (cutoff,), 100_000) if covered(*d)]
+        count = await self._record_count(db) - len(doomed)
+        unsafe = 0
+        if count > self.config.idempotency_cap:
+            chosen = set(doomed)
+            over = count - self.config.idempotency_cap
+            for dot in await oldest("1", (), count):
+                if over == 0:
+                    break
+                if dot not in chosen and covered(*dot):
+                    doomed.append(dot)
+                    chosen.add(dot)
+                    over -= 1
+            if over:
+                for dot in await oldest("1", (), count):
+                    if over == 0:
+                        break
+                    if dot not in chosen:
+                        doomed.append(dot)
+                        chosen.add(dot)
+                        over -= 1
+                        unsafe += 1
+        if doomed or unsafe:
+            self.unsafe_evictions += unsafe
+            try:
+                for statement in ("DELETE FROM records", "DELETE FROM marks"):
+                    await db.executemany(f"{statement} WHERE actor = ? AND seq = ?", doomed)
+                await db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('unsafe_evictions', ?)",
+                    (str(self.unsafe_evictions),),
+                )
+                await db.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await db.rollback()
+                raise
+            if unsafe:
+                log.warning(
+                    "evicted %d idempotency records that a peer may not hold yet: a retry of"
+                    " those keys may count again",
+                    unsafe,
+                )
+        return PurgeResult(len(doomed), unsafe, await self._record_count(db))
+
+    @staticmethod
+    async def _record_count(db: aiosqlite.Connection) -> int:
+        async with db.execute("SELECT COUNT(*) FROM records") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def idempotency_status(self, now: float) -> dict[str, Any]:
+        """Records held, the age of the oldest in seconds, and the unsafe evictions so far."""
+        db = self._read_db()
+        async with db.execute("SELECT COUNT(*), MIN(created) FROM records") as cur:
+            row = await cur.fetchone()
+        count, oldest = (row[0], row[1]) if row else (0, None)
+        return {
+            "records": count,
+            "oldest_record_age": None if oldest is None else max(0.0, now - oldest),
+            "idempotency_unsafe_evictions": self.unsafe_evictions,
+        }
+
     async def _write_loop(self) -> None:
         while True:
             ops = [await self._queue.get()]
             while len(ops) < self.config.max_group and not self._queue.empty():
                 ops.append(self._queue.get_nowait())
+            purges = [op for op in ops if isinstance(op, _Purge)]
+            ops = [op for op in ops if not isinstance(op, _Purge)]
+            for purge in purges:  # alone, between groups: it deletes what groups may read
+                try:
+                    purge.future.set_result(await self._purge(purge))
+                except Exception as exc:
+                    log.exception("purge of idempotency records failed")
+                    purge.future.set_exception(Unavailable(f"the purge failed: {exc}"))
+                finally:
+                    self._queue.task_done()
             try:
                 await self._run_group(ops)
             except asyncio.CancelledError:

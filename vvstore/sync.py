@@ -164,6 +164,8 @@ class PeerLink:
     rounds: int = 0
     pulled_pages: int = 0
     pulled_entries: int = 0
+    #: The peer's committed vector S from the last complete round (None until one completes).
+    vector: VersionVector | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def to_dict(self) -> dict[str, Any]:
@@ -286,6 +288,7 @@ class SyncLoop:
         link.node = result.responder.split("~", 1)[0] if result.responder else link.node
         if result.snapshot is not None:
             link.behind = behind(result.before, result.snapshot)
+            link.vector = result.snapshot
         link.rounds += 1
         link.pulled_pages += result.pages
         link.pulled_entries += result.entries

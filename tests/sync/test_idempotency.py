@@ -186,3 +186,44 @@ async def test_a_batch_mixes_replays_and_new_items(cluster: Any) -> None:
     assert [o.replayed for o in outcomes] == [True, False]
     assert (await nodes["A"].read("a")).value() == 1
     assert (await nodes["A"].read("b")).value() == 2
+
+
+async def test_retention_at_a_cap_of_100_with_a_partition(cluster: Any) -> None:
+    """300 keyed increments on A while B is cut off, with a cap of 100 records.
+
+    Documented outcome: A cannot purge records B has not seen, so at the cap it evicts the
+    oldest anyway and counts them as unsafe; a retry of an evicted key on B after the heal is
+    applied again (it counts twice), a retry of a retained key is a replay.
+    """
+    network, nodes = await cluster(("A", "B"), idempotency_cap=100)
+    network.partition(["A"], ["B"])
+    for i in range(300):
+        await incr(nodes["A"], f"k{i % 7}", 1, f"req-{i}")
+    result = await nodes["A"].purge()
+    assert (result.purged, result.unsafe_evictions, result.remaining) == (200, 200, 100)
+    status = await nodes["A"].status()
+    assert status["idempotency_unsafe_evictions"] == 200 and status["records"] == 100
+    assert status["oldest_record_age"] is not None and status["oldest_record_age"] >= 0
+    network.heal()
+    await sync_all(nodes)
+    before = [(await nodes["B"].read(f"k{i}")).value() for i in range(7)]
+    assert sum(before) == 300
+    evicted = await incr(nodes["B"], "k0", 1, "req-0")  # its record is gone everywhere
+    retained = await incr(nodes["B"], f"k{299 % 7}", 1, "req-299")
+    assert not evicted.replayed and retained.replayed
+    assert (await nodes["B"].read("k0")).value() == before[0] + 1
+
+
+async def test_records_covered_by_every_peer_are_purged_after_retention(cluster: Any) -> None:
+    _, nodes = await cluster(("A", "B"), idempotency_retention=0.001)
+    for i in range(10):
+        await incr(nodes["A"], "k", 1, f"req-{i}")
+    nothing = await nodes["A"].purge()  # B has not been heard from: nothing is covered
+    assert nothing.purged == 0 and nothing.remaining == 10
+    await sync_all(nodes)
+    done = await nodes["A"].purge()
+    assert (done.purged, done.unsafe_evictions, done.remaining) == (10, 0, 0)
+    # A redelivery after the purge counts again: the documented limit.
+    again = await incr(nodes["A"], "k", 1, "req-0")
+    assert not again.replayed
+    assert (await nodes["A"].read("k")).value() == 11
