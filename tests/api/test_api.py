@@ -165,8 +165,19 @@ async def test_health(client: ApiClient, node: Node) -> None:
 async def test_status_shape(client: ApiClient, node: Node) -> None:
     status, body = await call(client, "GET", "/status")
     assert status == 200
-    assert set(body) == {"node", "actor", "version", "peers"}
+    assert set(body) == {
+        "node",
+        "actor",
+        "version",
+        "peers",
+        "clock_skew",
+        "records",
+        "oldest_record_age",
+        "idempotency_unsafe_evictions",
+    }
     assert body["node"] == node.node_id
+    assert (body["records"], body["oldest_record_age"]) == (0, None)
+    assert body["idempotency_unsafe_evictions"] == 0
     assert body["actor"].startswith(f"{node.node_id}~")
     assert body["version"] == {}
     assert body["peers"] == []
