@@ -720,7 +720,12 @@ class Store:
     async def _run_group(self, ops: list[_Op]) -> None:
         group = _Group()
         khashes = {kh for op in ops for kh in op.khashes()}
-        if any(isinstance(op, _Apply) for op in ops):
+        # Compensation waits for the end of a complete pull (the group raising V): a page may
+        # bring a copy's record before the mark of an earlier compensation of it, or before the
+        # entry that counts a smaller copy; at the end of the round we hold everything the
+        # responder held.
+        finishing = any(isinstance(op, _RaiseVector) for op in ops)
+        if finishing:
             khashes |= self._pending_khashes
         keys = {key for op in ops for key in op.touched()}
         keys |= await self._load_copies(khashes, group)
@@ -736,7 +741,13 @@ class Store:
                 results.append((op, self._prepare(op, group)))
             except RequestError as exc:
                 op.future.set_exception(exc)
-        self._compensate(group, khashes)
+        for op in ops:
+            if isinstance(op, _Apply):
+                self._pending_khashes.update(
+                    r.khash for r in op.records if self._waiting(group, r.khash)
+                )
+        if finishing:
+            self._compensate(group, set(self._pending_khashes))
         if group.dirty:
             await self._commit(group)
             self.commits += 1
