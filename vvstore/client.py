@@ -48,11 +48,15 @@ _BY_CODE: dict[str, type[errors.VVStoreError]] = {
 
 
 class ReplyError(errors.RequestError):
-    """The node answered with an error whose code this client does not know."""
+    """The node answered with an error whose code this client does not know.
+
+    A 5xx is indefinite (the node may have applied the write before failing); a 4xx definite.
+    """
 
     def __init__(self, message: str, *, code: str, status: int) -> None:
         super().__init__(message, code=code)
         self.status = status
+        self.definite = status < 500
 
 
 def new_idempotency_key() -> str:

@@ -680,7 +680,8 @@ def _reserved_ports(wanted: Sequence[int]) -> Iterator[list[int]]:
 
 def _log_tail(process: ServerProcess) -> str:
     lines = process.log().rstrip().splitlines()[-LOG_TAIL_LINES:]
-    title = f"--- last {len(lines)} lines of node {process.node_id}'s log ---"
+    count = "line" if len(lines) == 1 else f"{len(lines)} lines"
+    title = f"--- node {process.node_id}'s log, last {count} ---"
     return "\n".join([title, *lines])
 
 

@@ -135,7 +135,8 @@ async def test_a_small_demo_shows_divergence_then_convergence_and_its_verdict_ho
     adds = [op for op in result.history.ops if op.type == "invoke"]
     assert len(adds) == SMALL.increments
     assert all(op.value is not None and op.value > 0 for op in adds)
-    assert all(op.idempotency_key is None for op in adds)
+    keys = {op.idempotency_key for op in adds}
+    assert None not in keys and len(keys) == len(adds), "every add needs its own key"
     figures = result.figures()
     assert figures["acknowledged"] + figures["indefinite"] + figures["failed"] == 60
     assert result.closing_line().startswith("VERDICT ok: 3 nodes agree on 3 keys; ")
@@ -282,6 +283,6 @@ def test_a_node_count_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixtur
     assert "--nodes" in capsys.readouterr().err
 
 
-def test_exact_mode_waits_for_idempotency_keys() -> None:
-    with pytest.raises(ValueError, match="idempotency keys"):
+def test_exact_mode_is_refused_until_the_demo_retries_indefinite_adds() -> None:
+    with pytest.raises(ValueError, match="retries every indefinite add"):
         DemoOptions(exact=True)
