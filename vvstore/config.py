@@ -135,6 +135,12 @@ class NodeConfig:
                 "peers on non-loopback addresses need a cluster secret (--cluster-secret-file):"
                 " sync traffic would otherwise be unauthenticated"
             )
+        if self.cluster_secret is None and not is_loopback_host(self.host):
+            raise ConfigError(
+                f"binding {self.host} beyond loopback needs a cluster secret"
+                " (--cluster-secret-file): the sync routes would otherwise serve every counter"
+                " to anyone who can reach the node"
+            )
         if self.notice_delay < 0:
             raise ConfigError(f"notice_delay must be >= 0 seconds, got {self.notice_delay}")
         bounded = {
