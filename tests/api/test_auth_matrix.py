@@ -520,6 +520,14 @@ def test_loopback_peers_need_no_cluster_secret(
     assert make_config(peers=(peer,)).cluster_secret is None
 
 
+def test_a_bind_beyond_loopback_needs_a_cluster_secret(
+    make_config: Callable[..., NodeConfig],
+) -> None:
+    with pytest.raises(ConfigError, match="cluster secret"):
+        make_config(host="0.0.0.0", token=TOKEN)
+    make_config(host="0.0.0.0", token=TOKEN, cluster_secret=SECRET.decode())
+
+
 def test_short_secrets_are_refused(make_config: Callable[..., NodeConfig]) -> None:
     for field in ("token", "cluster_secret"):
         with pytest.raises(ConfigError, match="at least 32 bytes"):
@@ -572,7 +580,10 @@ async def test_serve_warns_when_listening_beyond_loopback_without_a_token(
     ready = asyncio.Event()
     caplog.set_level(logging.INFO, logger="vvstore")
     task = asyncio.create_task(
-        serve(make_config(host=host, token=token), ready=lambda url: ready.set())
+        serve(
+            make_config(host=host, token=token, cluster_secret=SECRET.decode()),
+            ready=lambda url: ready.set(),
+        )
     )
     waiter = asyncio.create_task(ready.wait())
     try:
