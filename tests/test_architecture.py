@@ -1,8 +1,8 @@
 """The package's layering, checked on the source with ``ast``.
 
-- The pure core (clock, counter, codec, errors, config, checker, idempotency, auth) imports only the standard
-  library and other core modules, and never a clock, randomness or an event loop: time and
-  randomness are passed in.
+- The pure core (clock, counter, codec, errors, config, checker, idempotency, auth) imports
+  only the standard library and other core modules, and never a clock, randomness or an event
+  loop: time and randomness are passed in.
 - Only vvstore/store.py talks to SQLite (aiosqlite).
 - Only the HTTP server side (api.py, node.py, and testing helpers) imports aiohttp.web.
 
