@@ -102,7 +102,8 @@ def validate_key(key: object) -> str:
         raise InvalidRequest(f"key must be 1 to {MAX_KEY_BYTES} bytes of UTF-8, got {size}")
     if key in (".", ".."):
         raise InvalidRequest("key must not be '.' or '..'")
-    if any(unicodedata.category(ch) == "Cc" for ch in key):
+    # isprintable() is False for every control character (and some others): check those only.
+    if not key.isprintable() and any(unicodedata.category(ch) == "Cc" for ch in key):
         raise InvalidRequest("key must not contain control characters")
     return key
 
@@ -237,7 +238,7 @@ def counter_body(key: str, state: CounterState, *, siblings: bool) -> dict[str, 
     body: dict[str, Any] = {
         "key": key,
         "value": state.value(),
-        "version": state.version().to_dict(),
+        "version": state.version_dict(),
     }
     if siblings:
         body["siblings"] = [

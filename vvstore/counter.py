@@ -114,7 +114,7 @@ class CounterState:
     writing actor and leave this state unchanged; :meth:`with_entry` returns the joined state.
     """
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_value")
 
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
         table: dict[str, Entry] = {}
@@ -123,6 +123,7 @@ class CounterState:
             if known is None or entry.seq > known.seq:
                 table[entry.actor] = entry
         self._entries = table
+        self._value: int | None = None  # computed on first use: the state never changes
 
     @property
     def entries(self) -> Mapping[str, Entry]:
@@ -147,7 +148,11 @@ class CounterState:
 
     def version(self) -> VersionVector:
         """The key's version vector: ``{actor: seq of its entry}``."""
-        return VersionVector({actor: entry.seq for actor, entry in self._entries.items()})
+        return VersionVector(self.version_dict())
+
+    def version_dict(self) -> dict[str, int]:
+        """The key's version vector as a plain dict sorted by actor (what replies carry)."""
+        return {actor: self._entries[actor].seq for actor in sorted(self._entries)}
 
     def floors(self) -> dict[str, Floor]:
         """The merged floors of every entry."""
@@ -155,8 +160,14 @@ class CounterState:
 
     def value(self) -> int:
         """The counter's value: the sum of every entry's contribution, an exact int."""
-        floors = self.floors()
-        return sum(_contribution(e, floors) for e in self._entries.values())
+        if self._value is None:
+            entries = self._entries.values()
+            if any(e.floors for e in entries):
+                floors = merge_floors(entries)
+                self._value = sum(_contribution(e, floors) for e in entries)
+            else:  # no reset ever: every total counts whole
+                self._value = sum(e.total for e in entries)
+        return self._value
 
     def siblings(self) -> list[Sibling]:
         """Every entry with its contribution, in actor order."""
@@ -224,6 +235,7 @@ class CounterState:
         table[entry.actor] = entry
         state = CounterState.__new__(CounterState)
         state._entries = table
+        state._value = None
         return state
 
     def merge(self, other: CounterState) -> CounterState:
