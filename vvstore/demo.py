@@ -12,9 +12,11 @@
 
 Every add is recorded in a :class:`~vvstore.checker.History` (invoke, then ok, fail or info,
 with its idempotency key) and the converged values are judged by :func:`~vvstore.checker.check`:
-the bounds check ``acknowledged <= value <= acknowledged + indefinite`` for now; exact mode
-once the demo retries every indefinite add until it is acknowledged. Exit status: 0 the verdict
-holds, 1 it does not, 2 the demo could not run (a node did not start, say).
+after the heal the demo retries every indefinite add with its idempotency key until it is
+acknowledged, so the verdict is exact by default: every key's value equals the sum over its
+distinct acknowledged idempotency keys (``--bounds`` judges by ``acknowledged <= value <=
+acknowledged + indefinite`` instead). Exit status: 0 the verdict holds, 1 it does not, 2 the
+demo could not run (a node did not start, say).
 
 The nodes never learn that they are partitioned: their bytes simply stop arriving, as on a real
 network. Clients talk to the nodes directly, not through the proxy, so a partition never fails a
@@ -87,6 +89,9 @@ START_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 5.0
 # How often convergence is polled; the convergence time is measured to this granularity.
 POLL_INTERVAL_S = 0.05
+# Final retries of indefinite adds: process numbers of their own, and attempts per add.
+RETRY_PROCESS_BASE = 1_000_000
+RETRY_ATTEMPTS = 20
 # Log lines quoted when a node fails.
 LOG_TAIL_LINES = 20
 # Characters of an error message kept in the report.
@@ -111,7 +116,8 @@ _JSON_VERSION = 1
 class DemoOptions:
     """What one demo run does. Validated when constructed (ValueError names the field).
 
-    Each field but ``exact`` and ``converge_timeout`` is one ``vvstore demo`` flag.
+    Each field but ``converge_timeout`` is one ``vvstore demo`` flag (``exact`` is
+    ``--bounds``, inverted).
     """
 
     # Nodes, named A, B, C, ...; the partition is {A} | {the rest}.
@@ -132,10 +138,10 @@ class DemoOptions:
     json: bool = False
     # Keep the data directories and logs, and print where they are.
     keep: bool = False
-    # Judge value == the sum over distinct acknowledged idempotency keys instead of the bounds.
-    # Every add already carries its idempotency key; what exact mode still needs is a last
-    # phase that retries every indefinite add until it is acknowledged: refused until then.
-    exact: bool = False
+    # Judge value == the sum over distinct acknowledged idempotency keys (after the heal the
+    # demo retries every indefinite add with its key until it is acknowledged); False: judge by
+    # acknowledged <= value <= acknowledged + indefinite.
+    exact: bool = True
     # Seconds to wait for the nodes to agree, in each phase.
     converge_timeout: float = 30.0
 
@@ -161,11 +167,6 @@ class DemoOptions:
             )
         if not self.converge_timeout > 0:
             raise ValueError(f"converge timeout must be positive, got {self.converge_timeout}")
-        if self.exact:
-            raise ValueError(
-                "exact mode needs a last phase that retries every indefinite add with its "
-                "idempotency key until it is acknowledged, which the demo does not have yet"
-            )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -970,6 +971,41 @@ class _Run:
         self.report.phase_finished(phase)
         return phase
 
+    async def retry_indefinite(self) -> None:
+        """Retry every add whose outcome is still unknown, with its own idempotency key, on
+        every node in turn, until one acknowledges it: each then counts exactly once."""
+        pending: list[Op] = []
+        invokes: dict[int, Op] = {}
+        for op in list(self.result.history.ops):
+            if op.type == "invoke":
+                invokes[op.process] = op
+            elif op.type == "info":
+                pending.append(invokes[op.process])
+        # Retries run as processes of their own, after every client process has finished.
+        for number, invoke in enumerate(pending):
+            await self._retry(RETRY_PROCESS_BASE + number, invoke)
+
+    async def _retry(self, process: int, invoke: Op) -> None:
+        history = self.result.history
+        names = self.options.names
+        for attempt in range(RETRY_ATTEMPTS):
+            node = names[attempt % len(names)]
+            op = history.invoke(
+                process, "add", invoke.key, invoke.value, node, self.now(), invoke.idempotency_key
+            )
+            try:
+                await self.clients[node].increment(
+                    invoke.key, invoke.value or 0, idempotency_key=invoke.idempotency_key
+                )
+            except VVStoreError as exc:
+                history.complete(op, "fail" if exc.definite else "info", self.now())
+                if exc.definite:
+                    return
+            else:
+                history.complete(op, "ok", self.now())
+                return
+        raise _CouldNotRun(f"an indefinite add stayed indefinite after {RETRY_ATTEMPTS} tries", "")
+
     def _dropped_between(self, groups: Sequence[Sequence[str]]) -> int:
         a_side, b_side = groups
         return sum(
@@ -984,6 +1020,8 @@ class _Run:
         phase = PhaseResult("heal", [list(names)])
         self.proxy.heal()
         start = self.loop.time()
+        if self.options.exact:
+            await self.retry_indefinite()
         phase.converged, seconds, phase.states = await self.wait_agreement(
             [names], "converging after heal"
         )
@@ -1117,6 +1155,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep", action="store_true",
         help="keep the data directories and logs, and print where they are",
     )  # fmt: skip
+    parser.add_argument(
+        "--bounds", action="store_true",
+        help="judge by acknowledged <= value <= acknowledged + indefinite, without the final"
+        " retries, instead of exactly",
+    )  # fmt: skip
 
 
 def options_from_args(args: argparse.Namespace) -> DemoOptions:
@@ -1131,6 +1174,7 @@ def options_from_args(args: argparse.Namespace) -> DemoOptions:
         port=args.port,
         json=args.json,
         keep=args.keep,
+        exact=not args.bounds,
     )
 
 

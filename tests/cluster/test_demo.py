@@ -9,6 +9,7 @@ outlives the run. The fast tests cover flag handling, which starts nothing.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -24,7 +25,16 @@ import pytest
 
 from vvstore import cli
 from vvstore.checker import History, check
-from vvstore.demo import DemoOptions, DemoResult, NodeInfo, Report, main, run_demo
+from vvstore.demo import (
+    DemoOptions,
+    DemoResult,
+    NodeInfo,
+    Report,
+    add_arguments,
+    main,
+    options_from_args,
+    run_demo,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "demo" / "partition_heal.py"
@@ -125,10 +135,10 @@ async def test_a_small_demo_shows_divergence_then_convergence_and_its_verdict_ho
         assert state.vector().descends(merged)
         assert state.agrees_with(heal.states[0])
 
-    # The verdict: nodes agree and every key is within its bounds.
+    # The verdict: nodes agree and every key equals its distinct acknowledged keys, exactly.
     verdict = result.verdict
     assert verdict is not None and verdict.valid, verdict
-    assert verdict.nodes_agree and not verdict.exact
+    assert verdict.nodes_agree and verdict.exact
     assert verdict.nodes == ("A", "B", "C")
     for key, kv in verdict.per_key.items():
         assert kv.lower <= heal.states[0].values()[key] <= kv.upper
@@ -162,7 +172,7 @@ def test_json_output_is_one_document_that_can_be_judged_again(
     assert [phase["name"] for phase in doc["phases"]] == ["healthy", "partition", "heal"]
     assert doc["phases"][1]["groups"] == [["A"], ["B"]]
     assert doc["verdict"]["valid"] is True
-    assert doc["summary"].startswith("VALID: 2 nodes agree on 3 keys")
+    assert doc["summary"].startswith("VALID (exact): 2 nodes agree on 3 keys")
     assert_no_node_left([node["pid"] for node in doc["nodes"]])
 
     # The document carries everything needed to judge the run again.
@@ -171,7 +181,7 @@ def test_json_output_is_one_document_that_can_be_judged_again(
         node["node"]: {key: c["value"] for key, c in node["counters"].items()}
         for node in doc["phases"][-1]["nodes"]
     }
-    assert check(history.ops, final).to_dict() == doc["verdict"]
+    assert check(history.ops, final, exact=True).to_dict() == doc["verdict"]
 
 
 @pytest.mark.slow
@@ -283,6 +293,8 @@ def test_a_node_count_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixtur
     assert "--nodes" in capsys.readouterr().err
 
 
-def test_exact_mode_is_refused_until_the_demo_retries_indefinite_adds() -> None:
-    with pytest.raises(ValueError, match="retries every indefinite add"):
-        DemoOptions(exact=True)
+def test_the_verdict_is_exact_unless_bounds_are_asked_for() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert options_from_args(parser.parse_args([])).exact
+    assert not options_from_args(parser.parse_args(["--bounds"])).exact
