@@ -14,6 +14,7 @@ The checkers are tested on fake sources first, so a silent checker cannot pass t
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -252,3 +253,15 @@ def test_only_the_server_side_imports_aiohttp_web() -> None:
     importers = {name for name, source in modules.items() if imports_aiohttp_web(name, source)}
     assert "api" in importers  # the rule is not vacuous
     assert sorted(name for name in importers if not may_import_web(name)) == []
+
+
+def test_importing_the_package_stays_in_the_pure_core() -> None:
+    """``import vvstore`` (and so ``vvstore.clock`` used alone) pulls in no I/O library."""
+    code = (
+        "import sys, vvstore, vvstore.clock; "
+        "print(sorted(m for m in ('aiohttp', 'aiosqlite', 'asyncio') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr
