@@ -23,8 +23,32 @@ on every node with what the history allows, the bounds check of Jepsen's counter
   An idempotency key seen only as indefinite breaks the premise of exact mode and is reported
   as an error (a ``fail`` applied nothing and needs no retry).
 
-Reads are recorded but not judged: with multi-master writes a read at one node may legitimately
-miss adds acknowledged by another, so only the converged values are held to account.
+:func:`check` does not judge reads: with multi-master writes a read at one node may legitimately
+miss adds acknowledged by another. The fault suite (:mod:`vvstore.faults`) adds what *can* be
+required of every read while faults run, and :func:`check_faults` combines it with exact mode:
+
+- **upper bound** (Jepsen's, per key): a read never exceeds the sum of the amounts of every add
+  *attempt* invoked before the read completed, whatever its outcome but a definite ``fail``.
+  Each attempt counts, retries of one idempotency key on other nodes included, because two
+  nodes may each apply a retried key during a partition and count it twice until the later
+  copy is compensated. This needs non-negative amounts;
+- **lower bound, a node's own writes**: a read served by node N is at least the sum, over the
+  distinct idempotency keys N acknowledged before the read was invoked, of their amounts. A
+  copy N made and later compensated still counts, because N compensates a copy only once it
+  holds the entry of the copy that survives. A :class:`NodeLoss` (N's data directory wiped,
+  or replaced by a stale copy) starts N's sum again from zero: what it acknowledged before
+  belongs to an incarnation that is gone;
+- **a node's own dots** (when ops carry versions): once N acknowledged an add whose reply
+  shows N's actor at seq s for the key, every read of that key at N invoked later shows that
+  actor at s or beyond. This catches a stale read that the value bound misses because other
+  nodes' contributions hide the missing amount;
+- **versions never go back at a node**: a read of a key at N invoked after an earlier read of
+  it at N completed shows every actor at least at the earlier read's seq (entries only move
+  forward, compensations included, and a crash keeps what was committed). A :class:`NodeLoss`
+  of N resets both dot rules for N;
+- **lost to a wipe**: in the final values, a shortfall up to the sum of the idempotency keys
+  acknowledged only by nodes that later lost their data directory is reported as
+  ``lost_to_wipe``, apart from ``lost`` (see :func:`wipe_allowance`).
 
 This module is pure: standard library only, no I/O, no clock and no randomness; times are
 supplied by the caller. It never talks to a node: the harness collects the history and the
@@ -40,22 +64,40 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 __all__ = [
+    "FaultVerdict",
     "History",
     "KeyVerdict",
+    "NodeLoss",
+    "NodeLossKind",
     "Op",
     "OpFunction",
     "OpType",
+    "ReadCheck",
+    "ReadViolation",
+    "ReadViolationKind",
     "Verdict",
+    "Version",
+    "as_version",
     "check",
+    "check_faults",
+    "check_reads",
     "summarize",
+    "summarize_faults",
+    "wipe_allowance",
 ]
 
 OpType = Literal["invoke", "ok", "fail", "info"]
 OpFunction = Literal["add", "read"]
+NodeLossKind = Literal["wipe", "restore"]
+ReadViolationKind = Literal[
+    "above_attempted", "ignores_own_write", "misses_own_dot", "version_went_back"
+]
+Version = tuple[tuple[str, int], ...]
 
 _OP_TYPES: frozenset[str] = frozenset(get_args(OpType))
 _OP_FUNCTIONS: frozenset[str] = frozenset(get_args(OpFunction))
 _COMPLETIONS: frozenset[str] = _OP_TYPES - {"invoke"}
+_LOSS_KINDS: frozenset[str] = frozenset(get_args(NodeLossKind))
 
 # Written into every serialized history so that a file from a future format is refused
 # instead of being misread.
@@ -78,7 +120,10 @@ class Op:
     ``value`` is the amount for an add (on its invoke and, by convention, on its completion),
     the value read for a read's ``ok`` completion, and None otherwise. ``time`` is monotonic
     seconds supplied by the caller; the checker orders events by their position in the history,
-    not by ``time``. The constructor checks field types and raises ValueError.
+    not by ``time``. ``version`` is optional: the key's version ``((actor, seq), ...)`` sorted
+    by actor, as a read's ``ok`` completion returned it, or as an add's ``ok`` completion
+    returned it for the answering node's own actors (see :func:`check_reads`). The
+    constructor checks field types and raises ValueError.
     """
 
     process: int
@@ -89,6 +134,7 @@ class Op:
     node: str
     time: float
     idempotency_key: str | None = None
+    version: Version | None = None
 
     def __post_init__(self) -> None:
         if not _is_int(self.process):
@@ -109,10 +155,27 @@ class Op:
             raise ValueError(f"time must be finite, got {self.time!r}")
         if self.idempotency_key is not None and not isinstance(self.idempotency_key, str):
             raise ValueError(f"idempotency_key must be a str or None, got {self.idempotency_key!r}")
+        if self.version is not None and not (
+            isinstance(self.version, tuple)
+            and all(
+                isinstance(pair, tuple)
+                and len(pair) == 2
+                and isinstance(pair[0], str)
+                and _is_int(pair[1])
+                for pair in self.version
+            )
+            and [actor for actor, _ in self.version] == sorted({a for a, _ in self.version})
+        ):
+            raise ValueError(
+                f"version must be ((actor, seq), ...) sorted by actor, got {self.version!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the op as a JSON-friendly dict (the inverse of :meth:`from_dict`)."""
-        return {
+        """Return the op as a JSON-friendly dict (the inverse of :meth:`from_dict`).
+
+        ``version`` appears only when set, as ``{actor: seq}``.
+        """
+        data: dict[str, Any] = {
             "process": self.process,
             "type": self.type,
             "f": self.f,
@@ -122,15 +185,21 @@ class Op:
             "time": self.time,
             "idempotency_key": self.idempotency_key,
         }
+        if self.version is not None:
+            data["version"] = dict(self.version)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Op:
         """Build an op from :meth:`to_dict` output; unknown or missing fields raise ValueError."""
         fields = {"process", "type", "f", "key", "value", "node", "time", "idempotency_key"}
-        unknown = set(data) - fields
+        unknown = set(data) - fields - {"version"}
         if unknown:
             raise ValueError(f"unknown op fields: {sorted(unknown)}")
         missing = fields - {"idempotency_key"} - set(data)
+        version = data.get("version")
+        if version is not None and not isinstance(version, Mapping):
+            raise ValueError(f"version must be an object of actor -> seq, got {version!r}")
         if missing:
             raise ValueError(f"missing op fields: {sorted(missing)}")
         return cls(
@@ -142,7 +211,13 @@ class Op:
             node=data["node"],
             time=data["time"],
             idempotency_key=data.get("idempotency_key"),
+            version=None if version is None else as_version(version),
         )
+
+
+def as_version(vector: Mapping[str, int]) -> Version:
+    """``{actor: seq}`` as the sorted tuple an :class:`Op` carries."""
+    return tuple(sorted((str(actor), seq) for actor, seq in vector.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +230,9 @@ class KeyVerdict:
     ``expected`` is only set in exact mode, where ``lost`` and ``doubled`` are measured against
     it instead of the bounds; the op-level bounds are then reported but not enforced, since an
     idempotency key acknowledged twice counts twice in them and once in ``expected``.
+    ``lost_to_wipe`` is the part of a shortfall that :func:`check`'s ``at_risk`` allowance
+    explains (adds acknowledged only by a node whose data directory was later wiped or replaced
+    by a stale copy); it is reported apart from ``lost`` and is not an error.
     """
 
     key: str
@@ -166,6 +244,7 @@ class KeyVerdict:
     lost: int
     doubled: int
     expected: int | None = None
+    lost_to_wipe: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the verdict for this key as a JSON-friendly dict."""
@@ -179,6 +258,7 @@ class KeyVerdict:
             "lost": self.lost,
             "doubled": self.doubled,
             "expected": self.expected,
+            "lost_to_wipe": self.lost_to_wipe,
         }
 
 
@@ -231,9 +311,21 @@ def _pair(history: Sequence[Op]) -> list[tuple[int, Op, Op | None]]:
     operation outstanding, a completion without an invoke, or a completion whose function or key
     differ from its invoke's.
     """
+    completions = _completions(history)
+    return [
+        (index, op, completions[index][1] if index in completions else None)
+        for index, op in enumerate(history)
+        if op.type == "invoke"
+    ]
+
+
+def _completions(history: Sequence[Op]) -> dict[int, tuple[int, Op]]:
+    """Invoke index -> (completion index, completion) for every completed operation.
+
+    Raises ValueError for a malformed history, as :func:`_pair` documents.
+    """
     outstanding: dict[int, tuple[int, Op]] = {}
-    completed: dict[int, Op | None] = {}
-    invokes: list[tuple[int, Op]] = []
+    completed: dict[int, tuple[int, Op]] = {}
     for index, op in enumerate(history):
         if op.type == "invoke":
             if op.process in outstanding:
@@ -245,8 +337,6 @@ def _pair(history: Sequence[Op]) -> list[tuple[int, Op, Op | None]]:
             if op.f == "add" and op.value is None:
                 raise ValueError(f"op {index}: an add invoke needs an amount")
             outstanding[op.process] = (index, op)
-            invokes.append((index, op))
-            completed[index] = None
             continue
         if op.process not in outstanding:
             raise ValueError(
@@ -258,8 +348,8 @@ def _pair(history: Sequence[Op]) -> list[tuple[int, Op, Op | None]]:
                 f"op {index}: completion {op.f} {op.key!r} does not match its invoke at op "
                 f"{start} ({invoke.f} {invoke.key!r})"
             )
-        completed[start] = op
-    return [(index, invoke, completed[index]) for index, invoke in invokes]
+        completed[start] = (index, op)
+    return completed
 
 
 def _tally(history: Sequence[Op], *, exact: bool) -> dict[str, _KeyTally]:
@@ -312,9 +402,13 @@ def _plural(count: int, word: str) -> str:
 
 
 def _judge_key(
-    key: str, tally: _KeyTally, readings: dict[str, int], *, exact: bool
+    key: str, tally: _KeyTally, readings: dict[str, int], *, exact: bool, at_risk: int = 0
 ) -> tuple[KeyVerdict, list[str]]:
-    """Compare one key's readings (node -> value, the reference node first) with its tally."""
+    """Compare one key's readings (node -> value, the reference node first) with its tally.
+
+    Up to ``at_risk`` of a shortfall is put down to a lost data directory (``lost_to_wipe``)
+    instead of ``lost``.
+    """
     errors: list[str] = []
     reference = next(iter(readings))
     agree = len(set(readings.values())) == 1
@@ -354,7 +448,7 @@ def _judge_key(
         )
         high_basis = f"the {tally.acknowledged} acknowledged + {tally.indefinite_up} indefinite"
 
-    lost = doubled = 0
+    lost = doubled = lost_to_wipe = 0
     judged: set[int] = set()
     for node, value in readings.items():
         # Judge each distinct reading once; when the nodes disagree, name the node.
@@ -363,8 +457,16 @@ def _judge_key(
         judged.add(value)
         subject = f"value {value}" if agree else f"node {node}'s value {value}"
         if value < lowest:
-            lost = max(lost, lowest - value)
-            errors.append(f"key {key!r}: {subject} is below {low_basis} ({lowest - value} lost)")
+            shortfall = lowest - value
+            wiped = min(shortfall, max(0, at_risk))
+            lost_to_wipe = max(lost_to_wipe, wiped)
+            if shortfall > wiped:
+                lost = max(lost, shortfall - wiped)
+                excused = f", {wiped} more put down to a wipe" if wiped else ""
+                errors.append(
+                    f"key {key!r}: {subject} is below {low_basis} "
+                    f"({shortfall - wiped} lost{excused})"
+                )
         if value > highest:
             doubled = max(doubled, value - highest)
             errors.append(
@@ -381,6 +483,7 @@ def _judge_key(
         lost=lost,
         doubled=doubled,
         expected=expected,
+        lost_to_wipe=lost_to_wipe,
     )
     return verdict, errors
 
@@ -390,6 +493,7 @@ def check(
     final_state: Mapping[str, Mapping[str, int]],
     *,
     exact: bool = False,
+    at_risk: Mapping[str, int] | None = None,
 ) -> Verdict:
     """Check a history of adds and reads against the converged state of every node.
 
@@ -399,6 +503,8 @@ def check(
     :param exact: require ``value == expected`` (distinct acknowledged idempotency keys)
         instead of the bounds; every add must then carry an idempotency key, and one idempotency
         key must always carry the same amount on one key.
+    :param at_risk: key -> how much of a shortfall to report as ``lost_to_wipe`` rather than
+        ``lost`` (see :func:`wipe_allowance`); none by default.
     :returns: a :class:`Verdict`; errors name the key and, when nodes disagree, the node.
         Disagreeing nodes are named against the first node in sorted order.
     :raises ValueError: the history is malformed (a process with two operations outstanding,
@@ -414,7 +520,10 @@ def check(
     errors: list[str] = []
     for key in sorted(_final_keys(final_state) | set(tallies)):
         readings = {node: final_state[node].get(key, 0) for node in nodes}
-        verdict, key_errors = _judge_key(key, tallies.get(key, _KeyTally()), readings, exact=exact)
+        allowance = at_risk.get(key, 0) if at_risk else 0
+        verdict, key_errors = _judge_key(
+            key, tallies.get(key, _KeyTally()), readings, exact=exact, at_risk=allowance
+        )
         per_key[key] = verdict
         errors.extend(key_errors)
     return Verdict(
@@ -497,11 +606,19 @@ class History:
         self._append(op)
         return op
 
-    def complete(self, invoke_op: Op, type: OpType, time: float, value: int | None = None) -> Op:
+    def complete(
+        self,
+        invoke_op: Op,
+        type: OpType,
+        time: float,
+        value: int | None = None,
+        version: Mapping[str, int] | None = None,
+    ) -> Op:
         """Record the completion of ``invoke_op`` and return it.
 
         For an add the completion carries the invoke's amount when ``value`` is None; for a
-        read, pass the value read with ``ok``.
+        read, pass the value read with ``ok``. ``version`` is the key's version the reply
+        carried, if the caller keeps it (see :class:`Op`).
         """
         if type not in _COMPLETIONS:
             raise ValueError(f"type must be one of {sorted(_COMPLETIONS)}, got {type!r}")
@@ -518,6 +635,7 @@ class History:
             invoke_op.node,
             time,
             invoke_op.idempotency_key,
+            None if version is None else as_version(version),
         )
         self._append(op)
         return op
@@ -540,3 +658,367 @@ class History:
         if not isinstance(ops, list) or not all(isinstance(op, dict) for op in ops):
             raise ValueError("history ops must be a list of objects")
         return cls(Op.from_dict(op) for op in ops)
+
+
+# --- fault runs: node losses, read bounds and the combined verdict ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLoss:
+    """Node ``node`` lost its local state just before history op ``position``.
+
+    ``kind`` is ``wipe`` (its data directory was emptied) or ``restore`` (it was replaced by a
+    copy taken earlier). Either way the node comes back as a new incarnation: adds it
+    acknowledged before ``position`` are no longer its own (its reads' lower bound starts from
+    zero again), and any of them that no other node had pulled is gone. ``position`` is the
+    number of ops recorded when the node was killed, so ops before it happened before the loss.
+    """
+
+    position: int
+    node: str
+    kind: NodeLossKind
+    time: float
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.position) or self.position < 0:
+            raise ValueError(f"position must be an int >= 0, got {self.position!r}")
+        if not isinstance(self.node, str):
+            raise ValueError(f"node must be a str, got {self.node!r}")
+        if self.kind not in _LOSS_KINDS:
+            raise ValueError(f"kind must be one of {sorted(_LOSS_KINDS)}, got {self.kind!r}")
+        if isinstance(self.time, bool) or not isinstance(self.time, int | float):
+            raise ValueError(f"time must be a number, got {self.time!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the loss as a JSON-friendly dict (the inverse of :meth:`from_dict`)."""
+        return {"position": self.position, "node": self.node, "kind": self.kind, "time": self.time}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeLoss:
+        """Build a loss from :meth:`to_dict` output; wrong fields raise ValueError."""
+        fields = {"position", "node", "kind", "time"}
+        if set(data) != fields:
+            raise ValueError(f"a node loss has exactly the fields {sorted(fields)}")
+        return cls(data["position"], data["node"], data["kind"], data["time"])
+
+
+@dataclass(frozen=True, slots=True)
+class ReadViolation:
+    """One read that broke a bound; ``position`` is the index of its ``ok`` completion.
+
+    For the value rules ``value`` is the value read and ``bound`` the bound; for the dot rules
+    (``misses_own_dot``, ``version_went_back``) they are the seqs of ``actor`` read and owed.
+    """
+
+    position: int
+    process: int
+    node: str
+    key: str
+    value: int
+    bound: int
+    kind: ReadViolationKind
+    time: float
+    actor: str | None = None
+
+    def describe(self) -> str:
+        """One sentence naming the read, its value and the bound it broke."""
+        where = f"read of {self.key!r} at node {self.node} (op {self.position}, t={self.time:.3f})"
+        if self.kind == "above_attempted":
+            return (
+                f"{where} returned {self.value}, above the {self.bound} attempted before it "
+                f"completed ({self.value - self.bound} too many)"
+            )
+        if self.kind == "ignores_own_write":
+            return (
+                f"{where} returned {self.value}, below the {self.bound} that node acknowledged "
+                f"before the read began ({self.bound - self.value} of its own writes ignored)"
+            )
+        if self.kind == "misses_own_dot":
+            return (
+                f"{where} shows {self.actor} at seq {self.value}, but that node had acknowledged "
+                f"a write of it at seq {self.bound} before the read began"
+            )
+        return (
+            f"{where} shows {self.actor} at seq {self.value}, below the seq {self.bound} an "
+            "earlier read at that node showed (its version went back)"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the violation as a JSON-friendly dict."""
+        return {
+            "position": self.position,
+            "process": self.process,
+            "node": self.node,
+            "key": self.key,
+            "value": self.value,
+            "bound": self.bound,
+            "kind": self.kind,
+            "time": self.time,
+            "actor": self.actor,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReadCheck:
+    """What :func:`check_reads` found: how many ``ok`` reads it judged, and which failed."""
+
+    reads: int
+    violations: tuple[ReadViolation, ...]
+
+
+def _sorted_losses(losses: Iterable[NodeLoss], length: int) -> list[NodeLoss]:
+    ordered = sorted(losses, key=lambda loss: loss.position)
+    for loss in ordered:
+        if loss.position > length:
+            raise ValueError(
+                f"node loss of {loss.node} at op {loss.position} is past the history's end "
+                f"({length} ops)"
+            )
+    return ordered
+
+
+def _add_identity(index: int, op: Op) -> str:
+    """The idempotency key of an add, or a name unique to the op when it has none."""
+    return op.idempotency_key if op.idempotency_key is not None else f"#op{index}"
+
+
+def _raise_to(floor: dict[str, int], version: Iterable[tuple[str, int]]) -> None:
+    """Raise ``floor`` pointwise to ``version``."""
+    for actor, seq in version:
+        if seq > floor.get(actor, 0):
+            floor[actor] = seq
+
+
+def check_reads(history: Sequence[Op], losses: Iterable[NodeLoss] = ()) -> ReadCheck:
+    """Judge every ``ok`` read against the upper bound, the own-writes lower bound and, for
+    ops that carry versions, the two dot rules.
+
+    See the module docstring for the rules. Runs in one pass over the history (plus the
+    pairing), so histories of hundreds of thousands of ops are fine.
+
+    :raises ValueError: the history is malformed, an add amount is negative (the upper bound
+        would be meaningless), or a loss lies past the history's end.
+    """
+    completions = _completions(history)
+    ordered = _sorted_losses(losses, len(history))
+    # Amounts of adds that may have been applied, per key, as their invokes come by.
+    attempted: dict[str, int] = {}
+    # (node, key) -> {idempotency key: amount} acknowledged by that node since its last loss.
+    own: dict[tuple[str, str], dict[str, int]] = {}
+    own_sum: dict[tuple[str, str], int] = {}
+    lower_at_invoke: dict[int, int] = {}
+    # (node, key) -> actor -> the seq owed by that node's own acknowledgements, and the seq
+    # seen by its completed reads; snapshots taken when each read is invoked.
+    own_dots: dict[tuple[str, str], dict[str, int]] = {}
+    seen: dict[tuple[str, str], dict[str, int]] = {}
+    dots_at_invoke: dict[int, tuple[dict[str, int], dict[str, int]]] = {}
+    invoke_of: dict[int, int] = {done: start for start, (done, _) in completions.items()}
+    violations: list[ReadViolation] = []
+    reads = 0
+    next_loss = 0
+    for index, op in enumerate(history):
+        while next_loss < len(ordered) and ordered[next_loss].position <= index:
+            lost_node = ordered[next_loss].node
+            for pair in [pair for pair in own if pair[0] == lost_node]:
+                del own[pair]
+                del own_sum[pair]
+            for table in (own_dots, seen):
+                for pair in [pair for pair in table if pair[0] == lost_node]:
+                    del table[pair]
+            next_loss += 1
+        pair = (op.node, op.key)
+        if op.type == "invoke":
+            if op.f == "add":
+                amount = cast(int, op.value)
+                if amount < 0:
+                    raise ValueError(f"op {index}: read checks need non-negative add amounts")
+                done = completions.get(index)
+                if done is None or done[1].type != "fail":
+                    attempted[op.key] = attempted.get(op.key, 0) + amount
+            else:
+                lower_at_invoke[index] = own_sum.get(pair, 0)
+                dots_at_invoke[index] = (dict(own_dots.get(pair, {})), dict(seen.get(pair, {})))
+            continue
+        if op.type != "ok":
+            continue
+        start = invoke_of[index]
+        if op.f == "add":
+            acknowledged = own.setdefault(pair, {})
+            identity = _add_identity(start, history[start])
+            if identity not in acknowledged:
+                amount = cast(int, history[start].value)
+                acknowledged[identity] = amount
+                own_sum[pair] = own_sum.get(pair, 0) + amount
+            if op.version is not None:
+                _raise_to(own_dots.setdefault(pair, {}), op.version)
+            continue
+        if op.value is None:
+            raise ValueError(f"op {index}: an ok read needs the value read")
+        reads += 1
+        upper = attempted.get(op.key, 0)
+        lower = lower_at_invoke[start]
+        for kind, bound, broken in (
+            ("above_attempted", upper, op.value > upper),
+            ("ignores_own_write", lower, op.value < lower),
+        ):
+            if broken:
+                violations.append(
+                    ReadViolation(
+                        index,
+                        op.process,
+                        op.node,
+                        op.key,
+                        op.value,
+                        bound,
+                        cast(ReadViolationKind, kind),
+                        op.time,
+                    )
+                )
+        if op.version is None:
+            continue
+        read = dict(op.version)
+        owed, earlier = dots_at_invoke[start]
+        for kind, floor in (("misses_own_dot", owed), ("version_went_back", earlier)):
+            for actor, seq in sorted(floor.items()):
+                if read.get(actor, 0) < seq:
+                    violations.append(
+                        ReadViolation(
+                            index,
+                            op.process,
+                            op.node,
+                            op.key,
+                            read.get(actor, 0),
+                            seq,
+                            cast(ReadViolationKind, kind),
+                            op.time,
+                            actor,
+                        )
+                    )
+                    break  # one sentence per read and rule
+        _raise_to(seen.setdefault(pair, {}), op.version)
+    return ReadCheck(reads, tuple(violations))
+
+
+def wipe_allowance(history: Sequence[Op], losses: Iterable[NodeLoss]) -> dict[str, int]:
+    """Key -> the sum over idempotency keys whose every acknowledgement came from a node that
+    later lost its data directory.
+
+    Such an add may be gone with that directory if no other node had pulled it yet, so
+    :func:`check_faults` reports a shortfall up to this sum as ``lost_to_wipe`` instead of
+    ``lost``. A key acknowledged by any node that kept its data is not at risk.
+    """
+    ordered = _sorted_losses(losses, len(history))
+    last_loss: dict[str, int] = {}
+    for loss in ordered:
+        last_loss[loss.node] = loss.position
+    completions = _completions(history)
+    # (key, idempotency key) -> [amount, survived]
+    seen: dict[tuple[str, str], list[int]] = {}
+    for start, (done, completion) in completions.items():
+        invoke = history[start]
+        if invoke.f != "add" or completion.type != "ok":
+            continue
+        entry = seen.setdefault((invoke.key, _add_identity(start, invoke)), [0, 0])
+        entry[0] = cast(int, invoke.value)
+        if done >= last_loss.get(completion.node, -1):
+            entry[1] = 1
+    allowance: dict[str, int] = {}
+    for (key, _), (amount, survived) in seen.items():
+        if not survived:
+            allowance[key] = allowance.get(key, 0) + amount
+    return allowance
+
+
+@dataclass(frozen=True, slots=True)
+class FaultVerdict:
+    """The verdict of a fault run: exact final values plus the read bounds.
+
+    ``final`` is :func:`check` in exact mode with the wipe allowance; ``errors`` holds its errors
+    and then one sentence per read violation; ``valid`` is true exactly when it is empty.
+    """
+
+    valid: bool
+    final: Verdict
+    reads: int
+    read_violations: tuple[ReadViolation, ...]
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return sum(kv.lost for kv in self.final.per_key.values())
+
+    @property
+    def doubled(self) -> int:
+        return sum(kv.doubled for kv in self.final.per_key.values())
+
+    @property
+    def lost_to_wipe(self) -> int:
+        return sum(kv.lost_to_wipe for kv in self.final.per_key.values())
+
+    def violations_of(self, kind: ReadViolationKind) -> int:
+        return sum(1 for v in self.read_violations if v.kind == kind)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the verdict as a JSON-friendly dict."""
+        return {
+            "valid": self.valid,
+            "lost": self.lost,
+            "doubled": self.doubled,
+            "lost_to_wipe": self.lost_to_wipe,
+            "reads": self.reads,
+            "read_violations": [v.to_dict() for v in self.read_violations],
+            "final": self.final.to_dict(),
+            "errors": list(self.errors),
+        }
+
+
+def check_faults(
+    history: Sequence[Op],
+    final_state: Mapping[str, Mapping[str, int]],
+    losses: Iterable[NodeLoss] = (),
+) -> FaultVerdict:
+    """Judge a fault run: every node agrees, every key equals the sum over its distinct
+    acknowledged idempotency keys (0 lost, 0 doubled, shortfalls explained by node losses
+    reported apart), and every read kept both bounds.
+
+    :raises ValueError: as :func:`check` in exact mode and :func:`check_reads`.
+    """
+    losses = list(losses)
+    final = check(history, final_state, exact=True, at_risk=wipe_allowance(history, losses))
+    reads = check_reads(history, losses)
+    errors = [*final.errors, *(violation.describe() for violation in reads.violations)]
+    return FaultVerdict(
+        valid=not errors,
+        final=final,
+        reads=reads.reads,
+        read_violations=reads.violations,
+        errors=errors,
+    )
+
+
+def summarize_faults(verdict: FaultVerdict) -> str:
+    """One closing line for a fault run.
+
+    ``VALID: 3 nodes agree on 8 keys; +1,234 acknowledged, 0 lost, 0 doubled, 0 lost to
+    wipes; 180 reads judged, 0 above the attempted sum, 0 ignoring an own write, 0 missing an
+    own dot, 0 going back`` (amounts summed over keys) or
+    ``INVALID: <n> errors: <the first few>; ...``.
+    """
+    if not verdict.valid:
+        shown = "; ".join(verdict.errors[:_SUMMARY_ERRORS])
+        rest = len(verdict.errors) - _SUMMARY_ERRORS
+        more = f"; and {rest} more" if rest > 0 else ""
+        return f"INVALID: {_plural(len(verdict.errors), 'error')}: {shown}{more}"
+    final = verdict.final
+    count = len(final.nodes)
+    agree = "agrees" if count == 1 else "agree"
+    acknowledged = sum(kv.acknowledged for kv in final.per_key.values())
+    return (
+        f"VALID: {_plural(count, 'node')} {agree} on {_plural(len(final.per_key), 'key')}; "
+        f"+{acknowledged:,} acknowledged, {verdict.lost:,} lost, {verdict.doubled:,} doubled, "
+        f"{verdict.lost_to_wipe:,} lost to wipes; {_plural(verdict.reads, 'read')} judged, "
+        f"{verdict.violations_of('above_attempted'):,} above the attempted sum, "
+        f"{verdict.violations_of('ignores_own_write'):,} ignoring an own write, "
+        f"{verdict.violations_of('misses_own_dot'):,} missing an own dot, "
+        f"{verdict.violations_of('version_went_back'):,} going back"
+    )

@@ -9,7 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vvstore.checker import History, Op, check, summarize
+from vvstore.checker import (
+    History,
+    NodeLoss,
+    Op,
+    check,
+    check_faults,
+    check_reads,
+    summarize,
+    summarize_faults,
+    wipe_allowance,
+)
 
 Outcome = Literal["ok", "fail", "info"]
 
@@ -285,3 +295,326 @@ def test_property_bounds_are_tight(adds: list[tuple[Outcome | None, int]]) -> No
     too_high = check(h.ops, _state(acked + indefinite + 1))
     assert not too_high.valid
     assert too_high.per_key["k"].doubled == 1
+
+
+# --- fault runs: read bounds, node losses, lost_to_wipe ---------------------------------------
+
+
+def _read(h: History, process: int, key: str, node: str, value: int | None) -> None:
+    """Record one read at ``node``; ``value`` None makes it indefinite (info)."""
+    op = h.invoke(process, "read", key, None, node, float(len(h.ops)))
+    if value is None:
+        h.complete(op, "info", float(len(h.ops)))
+    else:
+        h.complete(op, "ok", float(len(h.ops)), value=value)
+
+
+def test_a_valid_fault_run_passes_with_reads_between_the_bounds() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "ok", node="A", ik="a")
+    _add(h, 2, "k", 4, "info", node="B", ik="b")
+    _add(h, 2, "k", 4, "ok", node="C", ik="b")  # the retry elsewhere
+    _read(h, 3, "k", "A", 3)  # A need not see b yet
+    _read(h, 3, "k", "B", 11)  # B applied b, C too: a duplicate copy, before compensation
+
+    verdict = check_faults(h.ops, _state(7))
+
+    assert verdict.valid, verdict.errors
+    assert (verdict.lost, verdict.doubled, verdict.lost_to_wipe, verdict.reads) == (0, 0, 0, 2)
+    assert summarize_faults(verdict) == (
+        "VALID: 3 nodes agree on 1 key; +7 acknowledged, 0 lost, 0 doubled, 0 lost to wipes; "
+        "2 reads judged, 0 above the attempted sum, 0 ignoring an own write, "
+        "0 missing an own dot, 0 going back"
+    )
+
+
+def test_check_faults_detects_a_lost_increment() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "ok", ik="a")
+    _add(h, 1, "k", 2, "ok", ik="b")
+
+    verdict = check_faults(h.ops, _state(3))
+
+    assert not verdict.valid
+    assert (verdict.lost, verdict.doubled) == (2, 0)
+    assert "2 lost" in verdict.errors[0]
+
+
+def test_check_faults_detects_a_doubled_increment() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "info", node="A", ik="a")
+    _add(h, 1, "k", 3, "ok", node="B", ik="a")
+
+    verdict = check_faults(h.ops, _state(6))  # both copies still count: never compensated
+
+    assert not verdict.valid
+    assert (verdict.lost, verdict.doubled) == (0, 3)
+
+
+def test_a_read_above_the_attempted_sum_is_detected() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "ok", ik="a")
+    _add(h, 1, "k", 100, "fail", ik="f")  # definitely not applied: counts nowhere
+    _read(h, 2, "k", "B", 4)
+
+    verdict = check_faults(h.ops, _state(3))
+
+    assert not verdict.valid
+    [violation] = verdict.read_violations
+    assert (violation.kind, violation.value, violation.bound, violation.node) == (
+        "above_attempted",
+        4,
+        3,
+        "B",
+    )
+    assert violation.describe().endswith("above the 3 attempted before it completed (1 too many)")
+    assert verdict.errors == [violation.describe()]
+
+
+def test_an_add_invoked_before_the_read_completed_counts_as_attempted() -> None:
+    h = History()
+    read = h.invoke(2, "read", "k", None, "B", 0.0)
+    _add(h, 1, "k", 5, None, ik="a")  # invoked while the read was in flight, never completed
+    h.complete(read, "ok", 2.0, value=5)
+    _add(h, 3, "k", 5, "ok", ik="a")  # its retry by the final phase
+
+    assert check_reads(h.ops).violations == ()
+
+
+def test_a_read_ignoring_an_own_acknowledged_write_is_detected() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "ok", node="A", ik="a")
+    _add(h, 1, "k", 4, "ok", node="B", ik="b")
+    _read(h, 2, "k", "A", 2)  # A acknowledged 3 itself before this read began
+    _read(h, 2, "k", "B", 4)  # B only owes its own 4
+    _read(h, 2, "k", "C", 0)  # C acknowledged nothing: no lower bound
+
+    result = check_reads(h.ops)
+
+    assert result.reads == 3
+    [violation] = result.violations
+    assert (violation.kind, violation.node, violation.value, violation.bound) == (
+        "ignores_own_write",
+        "A",
+        2,
+        3,
+    )
+    assert "(1 of its own writes ignored)" in violation.describe()
+
+
+def test_an_acknowledgement_after_the_read_began_is_not_owed() -> None:
+    h = History()
+    read = h.invoke(2, "read", "k", None, "A", 0.0)
+    _add(h, 1, "k", 3, "ok", node="A", ik="a")
+    h.complete(read, "ok", 2.0, value=0)
+
+    assert check_reads(h.ops).violations == ()
+
+
+def test_an_idempotency_key_acknowledged_twice_by_a_node_is_owed_once() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "ok", node="A", ik="a")
+    _add(h, 1, "k", 3, "ok", node="A", ik="a")  # a replay
+    _read(h, 2, "k", "A", 3)
+
+    assert check_reads(h.ops).violations == ()
+
+
+def test_a_node_loss_resets_that_nodes_own_writes() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "ok", node="A", ik="a")
+    _add(h, 1, "k", 4, "ok", node="B", ik="b")
+    loss = NodeLoss(len(h.ops), "A", "wipe", 5.0)
+    _read(h, 2, "k", "A", 0)  # the new incarnation of A owes nothing yet
+    _read(h, 2, "k", "B", 3)  # B still owes its 4
+
+    [violation] = check_reads(h.ops, [loss]).violations
+
+    assert (violation.node, violation.bound) == ("B", 4)
+    assert check_reads(h.ops).violations[0].node == "A"  # without the loss A's 0 breaks it
+
+
+def test_a_shortfall_explained_by_a_wipe_is_lost_to_wipe_not_lost() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "ok", node="A", ik="a")  # only A acknowledged it, then A was wiped
+    _add(h, 1, "k", 4, "ok", node="B", ik="b")
+    losses = [NodeLoss(len(h.ops), "A", "wipe", 5.0)]
+    _add(h, 1, "k", 2, "ok", node="A", ik="c")  # the new incarnation's: not at risk
+
+    assert wipe_allowance(h.ops, losses) == {"k": 3}
+    excused = check_faults(h.ops, _state(6), losses)
+    assert excused.valid, excused.errors
+    assert (excused.lost, excused.lost_to_wipe) == (0, 3)
+    assert excused.final.per_key["k"].lost_to_wipe == 3
+
+    beyond = check_faults(h.ops, _state(4), losses)  # 5 short: 3 explained, 2 lost
+    assert not beyond.valid
+    assert (beyond.lost, beyond.lost_to_wipe) == (2, 3)
+    assert "(2 lost, 3 more put down to a wipe)" in beyond.errors[0]
+
+
+def test_an_add_acknowledged_by_a_surviving_node_is_not_at_risk() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "ok", node="A", ik="a")
+    _add(h, 1, "k", 3, "ok", node="B", ik="a")
+    losses = [NodeLoss(len(h.ops), "A", "restore", 5.0)]
+
+    assert wipe_allowance(h.ops, losses) == {}
+    assert not check_faults(h.ops, _state(0), losses).valid
+
+
+def test_check_reads_refuses_negative_amounts_and_losses_past_the_end() -> None:
+    h = History()
+    _add(h, 1, "k", -1, "ok", ik="a")
+    with pytest.raises(ValueError, match="non-negative"):
+        check_reads(h.ops)
+    with pytest.raises(ValueError, match="past the history's end"):
+        check_reads([], [NodeLoss(3, "A", "wipe", 0.0)])
+
+
+def test_node_loss_round_trips_and_validates() -> None:
+    loss = NodeLoss(7, "B", "restore", 12.5)
+    assert NodeLoss.from_dict(json.loads(json.dumps(loss.to_dict()))) == loss
+    with pytest.raises(ValueError, match="kind"):
+        NodeLoss(7, "B", "reboot", 1.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="position"):
+        NodeLoss(-1, "B", "wipe", 1.0)
+    with pytest.raises(ValueError, match="fields"):
+        NodeLoss.from_dict({"position": 1, "node": "B", "kind": "wipe"})
+
+
+def test_fault_verdict_to_dict_is_json() -> None:
+    h = History()
+    _add(h, 1, "k", 3, "ok", ik="a")
+    _read(h, 2, "k", "A", 9)
+
+    verdict = check_faults(h.ops, _state(3))
+    data = json.loads(json.dumps(verdict.to_dict()))
+
+    assert data["valid"] is False
+    assert data["read_violations"][0]["kind"] == "above_attempted"
+    assert data["final"]["per_key"]["k"]["lost_to_wipe"] == 0
+    assert summarize_faults(verdict).startswith("INVALID: 1 error: read of 'k' at node A")
+
+
+# A single node applying adds in order, with reads of its current value in between:
+# (key, amount) adds and None reads.
+_steps = st.lists(
+    st.one_of(st.tuples(st.sampled_from("xy"), st.integers(0, 50)), st.none()), max_size=60
+)
+
+
+@given(_steps, st.sampled_from("xy"))
+def test_property_exact_reads_of_one_node_keep_both_bounds(
+    steps: list[tuple[str, int] | None], read_key: str
+) -> None:
+    h = History()
+    totals = {"x": 0, "y": 0}
+    for index, step in enumerate(steps):
+        if step is None:
+            _read(h, 2, read_key, "A", totals[read_key])
+            continue
+        key, amount = step
+        _add(h, 1, key, amount, "ok", node="A", ik=f"i{index}")
+        totals[key] += amount
+
+    assert check_reads(h.ops).violations == ()
+    _read(h, 2, read_key, "A", totals[read_key] + 1)
+    assert [v.kind for v in check_reads(h.ops).violations] == ["above_attempted"]
+    if totals[read_key] > 0:
+        h2 = History(h.ops[:-2])
+        _read(h2, 2, read_key, "A", totals[read_key] - 1)
+        assert [v.kind for v in check_reads(h2.ops).violations] == ["ignores_own_write"]
+
+
+# --- the dot rules: a node's own dots, versions that never go back -----------------------------
+
+
+def _add_v(
+    h: History, process: int, key: str, node: str, ik: str, own: dict[str, int], amount: int = 1
+) -> None:
+    """An acknowledged add whose reply showed the answering node's own actors at ``own``."""
+    op = h.invoke(process, "add", key, amount, node, float(len(h.ops)), idempotency_key=ik)
+    h.complete(op, "ok", float(len(h.ops)), version=own)
+
+
+def _read_v(h: History, process: int, key: str, node: str, value: int, v: dict[str, int]) -> None:
+    op = h.invoke(process, "read", key, None, node, float(len(h.ops)))
+    h.complete(op, "ok", float(len(h.ops)), value=value, version=v)
+
+
+def test_a_read_missing_an_own_dot_is_detected_even_when_the_value_hides_it() -> None:
+    h = History()
+    _add_v(h, 1, "k", "A", "a", {"A~1": 7})
+    _add_v(h, 1, "k", "B", "b", {"B~1": 4}, amount=9)
+    # The value (10, mostly B's) is far above A's own 1, but A's entry is older than the one
+    # it acknowledged: a stale read.
+    _read_v(h, 2, "k", "A", 10, {"A~1": 6, "B~1": 4})
+
+    [violation] = check_reads(h.ops).violations
+
+    assert (violation.kind, violation.actor, violation.value, violation.bound) == (
+        "misses_own_dot",
+        "A~1",
+        6,
+        7,
+    )
+    assert "shows A~1 at seq 6, but that node had acknowledged a write of it at seq 7" in (
+        violation.describe()
+    )
+
+
+def test_a_version_that_goes_back_at_a_node_is_detected() -> None:
+    h = History()
+    _read_v(h, 1, "k", "A", 0, {"A~1": 3, "B~1": 9})
+    _read_v(h, 2, "k", "A", 0, {"A~1": 3, "B~1": 8})  # B's entry went back at A
+    _read_v(h, 2, "k", "C", 0, {})  # another node owes nothing of A's reads
+
+    [violation] = check_reads(h.ops).violations
+
+    assert (violation.kind, violation.actor, violation.value, violation.bound) == (
+        "version_went_back",
+        "B~1",
+        8,
+        9,
+    )
+    assert violation.describe().endswith("(its version went back)")
+
+
+def test_overlapping_reads_may_see_versions_in_any_order() -> None:
+    h = History()
+    first = h.invoke(1, "read", "k", None, "A", 0.0)
+    second = h.invoke(2, "read", "k", None, "A", 0.1)
+    h.complete(first, "ok", 0.2, value=0, version={"A~1": 2})
+    h.complete(second, "ok", 0.3, value=0, version={"A~1": 1})  # invoked before first ended
+
+    assert check_reads(h.ops).violations == ()
+
+
+def test_a_node_loss_resets_the_dot_rules() -> None:
+    h = History()
+    _add_v(h, 1, "k", "A", "a", {"A~1": 7})
+    _read_v(h, 2, "k", "A", 1, {"A~1": 7})
+    losses = [NodeLoss(len(h.ops), "A", "restore", 3.0)]
+    _read_v(h, 2, "k", "A", 0, {})  # a fresh incarnation that has not pulled A~1 back yet
+
+    assert check_reads(h.ops, losses).violations == ()
+    assert {v.kind for v in check_reads(h.ops).violations} == {
+        "ignores_own_write",
+        "misses_own_dot",
+        "version_went_back",
+    }
+
+
+def test_ops_carry_versions_through_json() -> None:
+    h = History()
+    _add_v(h, 1, "k", "A", "a", {"A~2": 3, "A~1": 9})
+    h.invoke(2, "read", "k", None, "A", 5.0)
+
+    loaded = History.from_json(h.to_json())
+
+    assert loaded.ops == h.ops
+    assert loaded.ops[1].version == (("A~1", 9), ("A~2", 3))
+    assert "version" not in loaded.ops[2].to_dict()  # absent unless set
+    with pytest.raises(ValueError, match="sorted by actor"):
+        Op(1, "ok", "read", "k", 1, "A", 0.0, None, (("B", 1), ("A", 2)))

@@ -1,0 +1,310 @@
+"""The fault suite's clients: concurrent increments and reads, each attempt in the history.
+
+Each client is one process of the :class:`~vvstore.checker.History`. It increments a random key
+on a random node by a positive amount, with an idempotency key of its own; every *attempt* is
+recorded as an invoke and its completion (``ok``, ``fail`` for a definite refusal, ``info``
+when the outcome is unknown: a timeout, a reset connection, a 503). After an indefinite
+attempt the client retries the same idempotency key on another node (failover), a few times,
+then moves on and leaves the key to the final phase, which retries every key never
+acknowledged until a node acknowledges it (:meth:`Workload.settle`). Now and then a client
+reads a key instead, for the checker's read bounds: half of those reads go to the key and node
+of its last acknowledged increment (read your own write, where the lower bound bites), the
+others anywhere.
+
+Clients speak HTTP to the nodes through the fault proxy with aiohttp directly (not
+:class:`vvstore.client.Client`), so that every attempt, its node and its outcome are recorded,
+and the ``Idempotent-Replayed`` header is seen.
+
+Every loop here is bounded by a deadline; nothing waits on a bare sleep for another task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+
+from vvstore.checker import History, Op
+
+__all__ = ["Workload", "WorkloadOptions"]
+
+Outcome = Literal["ok", "fail", "info"]
+
+# Process numbers of the final phase's retriers (the clients are 0, 1, ...).
+SETTLE_PROCESS_BASE = 1000
+SETTLE_WORKERS = 3
+# A per-attempt timeout for the final phase: the cluster is healed by then.
+SETTLE_TIMEOUT_S = 3.0
+MAX_AMOUNT = 5
+# Fraction of reads that read back the client's last acknowledged increment at its node.
+FOLLOW_UP_READS = 0.5
+# Characters of an error kept as its kind.
+ERROR_CHARS = 80
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadOptions:
+    """The clients' shape. Validated when constructed."""
+
+    clients: int = 4
+    keys: int = 8
+    # Increments per second, all clients together (a target: faults slow clients down).
+    rate: float = 30.0
+    # Fraction of operations that are reads.
+    read_ratio: float = 0.1
+    # Seconds one request may take: shorter than a SIGSTOP pause, so paused nodes time out.
+    timeout: float = 1.0
+    # Most attempts of one idempotency key (on different nodes) before the client moves on
+    # and leaves it to the final phase; each increment draws its own number from 1 to this.
+    attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.clients <= 64:
+            raise ValueError(f"clients must be 1 to 64, got {self.clients}")
+        if not 1 <= self.keys <= 1000:
+            raise ValueError(f"keys must be 1 to 1000, got {self.keys}")
+        if not 0 < self.rate <= 10_000:
+            raise ValueError(f"rate must be above 0 and at most 10,000, got {self.rate}")
+        if not 0 <= self.read_ratio < 1:
+            raise ValueError(f"read_ratio must be in [0, 1), got {self.read_ratio}")
+        if not 0 < self.timeout <= 60:
+            raise ValueError(f"timeout must be 0 to 60 seconds, got {self.timeout}")
+        if not 1 <= self.attempts <= 10:
+            raise ValueError(f"attempts must be 1 to 10, got {self.attempts}")
+
+    def key_names(self) -> list[str]:
+        return [f"k{i:03d}" for i in range(self.keys)]
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    outcome: Outcome
+    body: dict[str, Any] | None = None
+    replayed: bool = False
+    error: str | None = None
+
+
+class Workload:
+    """Runs the clients against ``urls`` (node -> URL through the proxy), recording ``history``.
+
+    :param clock: seconds since the run began (the history's times).
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        options: WorkloadOptions,
+        history: History,
+        urls: Mapping[str, str],
+        clock: Callable[[], float],
+    ) -> None:
+        self.seed = seed
+        self.options = options
+        self.history = history
+        self.urls = dict(urls)
+        self.nodes = sorted(urls)
+        self.keys = options.key_names()
+        self.clock = clock
+        #: Completed attempts by function and outcome ("add ok", "read info", ...).
+        self.outcomes: Counter[str] = Counter()
+        #: Why attempts were not ok: "info: timeout", "fail: http 422 ...", ...
+        self.errors: Counter[str] = Counter()
+        #: Acknowledgements that were replays of an earlier application.
+        self.replayed = 0
+        #: Actor id -> the highest seq of that actor in any acknowledgement from its own node.
+        self.acked_seq: dict[str, int] = {}
+        #: Adds refused with a definite error (a bug on loopback): "node key: error".
+        self.refused: list[str] = []
+        # Each client's generator and increment counter live as long as the workload, so a
+        # client that runs again (the next window of a checkpointed run) never reuses a key.
+        self._rngs = {i: random.Random(seed * 1_000 + i) for i in range(options.clients)}
+        self._numbers: Counter[int] = Counter()
+
+    # -- the main phase -----------------------------------------------------------------------
+
+    async def run(self, duration: float) -> None:
+        """Run every client for ``duration`` seconds (each finishes its current increment)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + duration
+        await asyncio.gather(*(self._client(i, deadline) for i in range(self.options.clients)))
+
+    async def _client(self, process: int, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        rng = self._rngs[process]
+        interval = self.options.clients / self.options.rate
+        due = loop.time()
+        # The key and node of this client's last acknowledged increment.
+        last: tuple[str, str] | None = None
+        async with self._session(self.options.timeout) as session:
+            while loop.time() < deadline:
+                # Pacing shapes the load; it waits for nothing. A client that fell behind (a
+                # fault held it up) starts afresh rather than bursting to catch up.
+                due = max(due + interval, loop.time() - 1.0)
+                await asyncio.sleep(max(0.0, min(due, deadline) - loop.time()))
+                if loop.time() >= deadline:
+                    break
+                key = rng.choice(self.keys)
+                node = rng.choice(self.nodes)
+                if rng.random() < self.options.read_ratio:
+                    if last is not None and rng.random() < FOLLOW_UP_READS:
+                        key, node = last
+                    await self.read(session, process, key, node)
+                    continue
+                amount = rng.randint(1, MAX_AMOUNT)
+                ik = f"s{self.seed}-c{process}-{self._numbers[process]}"
+                self._numbers[process] += 1
+                # Some increments give up after fewer attempts than others, so that the
+                # final phase always has indefinite increments to settle.
+                for attempt in range(rng.randint(1, self.options.attempts)):
+                    reply = await self.add(session, process, key, amount, ik, node)
+                    if reply.outcome == "ok":
+                        last = (key, node)
+                    if reply.outcome != "info":
+                        break
+                    node = rng.choice([n for n in self.nodes if n != node])
+                    await asyncio.sleep(min(0.5, 0.05 * 2**attempt))
+
+    def _session(self, timeout: float) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            connector=aiohttp.TCPConnector(limit=8, force_close=False),
+        )
+
+    # -- one attempt --------------------------------------------------------------------------
+
+    async def add(
+        self,
+        session: aiohttp.ClientSession,
+        process: int,
+        key: str,
+        amount: int,
+        ik: str,
+        node: str,
+    ) -> _Reply:
+        """One attempt of an increment, recorded in the history."""
+        op = self.history.invoke(process, "add", key, amount, node, self.clock(), ik)
+        reply = await self._request(
+            session,
+            "POST",
+            node,
+            key,
+            body=json.dumps({"amount": amount}).encode(),
+            headers={"Idempotency-Key": ik, "Content-Type": "application/json"},
+        )
+        own: dict[str, int] | None = None
+        if reply.outcome == "ok" and reply.body is not None:
+            # Only this node's own actors: what the checker's own-dot rule needs, and small.
+            own = {
+                str(actor): int(seq)
+                for actor, seq in dict(reply.body.get("version") or {}).items()
+                if str(actor).split("~", 1)[0] == node
+            }
+        self.history.complete(op, reply.outcome, self.clock(), version=own)
+        self._count_outcome("add", reply)
+        if reply.outcome == "ok" and own is not None:
+            self.replayed += reply.replayed
+            for actor, seq in own.items():
+                if seq > self.acked_seq.get(actor, 0):
+                    self.acked_seq[actor] = seq
+        elif reply.outcome == "fail":
+            self.refused.append(f"add of {ik} to {key!r} at {node}: {reply.error}")
+        return reply
+
+    async def read(self, session: aiohttp.ClientSession, process: int, key: str, node: str) -> None:
+        """One read, recorded in the history."""
+        op = self.history.invoke(process, "read", key, None, node, self.clock())
+        reply = await self._request(session, "GET", node, key)
+        value = version = None
+        if reply.outcome == "ok" and reply.body is not None:
+            value = int(reply.body["value"])
+            version = {str(a): int(s) for a, s in dict(reply.body.get("version") or {}).items()}
+        self.history.complete(op, reply.outcome, self.clock(), value=value, version=version)
+        self._count_outcome("read", reply)
+
+    async def _request(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        node: str,
+        key: str,
+        *,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> _Reply:
+        url = f"{self.urls[node]}/counters/{quote(key, safe='')}"
+        try:
+            async with session.request(method, url, data=body, headers=headers) as response:
+                raw = await response.read()
+                if response.status == 200:
+                    replayed = response.headers.get("Idempotent-Replayed") == "true"
+                    return _Reply("ok", json.loads(raw), replayed)
+                text = raw[:ERROR_CHARS].decode("utf-8", "replace")
+                error = f"http {response.status} {text}"
+                # 4xx: refused, nothing applied. 5xx (503 unavailable): may have been applied.
+                return _Reply("fail" if response.status < 500 else "info", error=error)
+        except TimeoutError:
+            return _Reply("info", error="timeout")
+        except aiohttp.ClientError as exc:
+            return _Reply("info", error=type(exc).__name__)
+        except ValueError as exc:
+            # A 200 whose body is not JSON: whatever happened, we cannot tell.
+            return _Reply("info", error=f"bad reply: {exc}"[:ERROR_CHARS])
+
+    def _count_outcome(self, f: str, reply: _Reply) -> None:
+        self.outcomes[f"{f} {reply.outcome}"] += 1
+        if reply.error is not None:
+            self.errors[f"{f} {reply.outcome}: {reply.error}"] += 1
+
+    # -- the final phase ----------------------------------------------------------------------
+
+    def unacknowledged(self) -> dict[str, tuple[str, int]]:
+        """Idempotency key -> (key, amount) of every add never acknowledged and never refused."""
+        return unacknowledged(self.history.ops)
+
+    async def settle(self, timeout: float) -> list[str]:
+        """Retry every unacknowledged idempotency key, round-robin over the nodes, until each is
+        acknowledged or ``timeout`` seconds pass; return the keys left unacknowledged."""
+        pending = deque(sorted(self.unacknowledged().items()))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        left: list[str] = []
+
+        async def worker(process: int) -> None:
+            turn = process
+            async with self._session(SETTLE_TIMEOUT_S) as session:
+                while pending:
+                    ik, (key, amount) = pending.popleft()
+                    while True:
+                        node = self.nodes[turn % len(self.nodes)]
+                        turn += 1
+                        reply = await self.add(session, process, key, amount, ik, node)
+                        if reply.outcome != "info":
+                            break
+                        if loop.time() >= deadline:
+                            left.append(ik)
+                            break
+                        await asyncio.sleep(0.1)
+
+        await asyncio.gather(*(worker(SETTLE_PROCESS_BASE + i) for i in range(SETTLE_WORKERS)))
+        return left
+
+
+def unacknowledged(ops: Sequence[Op]) -> dict[str, tuple[str, int]]:
+    """Idempotency key -> (key, amount) of every add without an ``ok`` or a ``fail``."""
+    attempted: dict[str, tuple[str, int]] = {}
+    settled: set[str] = set()
+    for op in ops:
+        if op.f != "add" or op.idempotency_key is None or op.value is None:
+            continue
+        if op.type == "invoke":
+            attempted.setdefault(op.idempotency_key, (op.key, op.value))
+        elif op.type in ("ok", "fail"):
+            settled.add(op.idempotency_key)
+    return {ik: what for ik, what in attempted.items() if ik not in settled}
