@@ -116,6 +116,7 @@ def test_docs_openapi_is_the_packaged_file() -> None:
 
 def test_the_spec_is_valid_openapi() -> None:
     import openapi_spec_validator as validator
+
     spec = load_spec()
     assert spec["openapi"].startswith("3.")
     validator.validate(spec)
