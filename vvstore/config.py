@@ -62,7 +62,9 @@ class NodeConfig:
     # Seconds one call to a peer may take before it counts as failed.
     peer_timeout: float = 2.0
     # Seconds a whole pull round may take before it is abandoned (V is then not raised).
-    round_timeout: float = 30.0
+    # Long enough for a node started empty to pull a large state in one round (each page call
+    # is bounded by peer_timeout anyway); a round cut short starts again from V.
+    round_timeout: float = 600.0
     # Most pages one pull round may fetch before it is abandoned.
     round_max_pages: int = 10_000
     # Seconds to wait after a local write before notifying peers (coalesces bursts).
