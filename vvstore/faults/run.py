@@ -732,13 +732,20 @@ async def shrink(
         if await fails(candidate):
             current = candidate
     if current.faults:
-        last = max(f.at + f.duration for f in current.faults)
+        # Move the faults forward so that the first starts as early as the options allow, and
+        # end the workload 3 s after the last fault.
+        shift = current.faults[0].at - current.options.first
+        faults = tuple(replace(f, at=f.at - shift) for f in current.faults)
+        last = max(f.at + f.duration for f in faults)
+        duration = min(current.options.duration, last + 3.0)
         shorter = replace(
-            current,
-            options=replace(current.options, duration=min(current.options.duration, last + 3.0)),
+            current, options=replace(current.options, duration=duration), faults=faults
         )
         if shorter != current:
-            out(f"with the workload cut to {shorter.options.duration:.1f} s")
+            out(
+                f"with the faults from t={faults[0].at:.1f} s and the workload cut to "
+                f"{duration:.1f} s"
+            )
             if await fails(shorter):
                 current = shorter
     return current
