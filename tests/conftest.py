@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,30 @@ settings.register_profile(
 )
 settings.register_profile("dev", max_examples=30, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# aiosqlite runs each connection on a non-daemon thread: one left open keeps the interpreter
+# from exiting after the last test, so a leak would hang the suite instead of failing it.
+_SQLITE_THREAD = "_connection_worker_thread"
+_THREAD_GRACE_S = 5.0
+
+
+def _sqlite_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if _SQLITE_THREAD in t.name and t.is_alive()}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_connections() -> Iterator[None]:
+    """Fail the test that leaves an aiosqlite connection open (after its own fixtures close)."""
+    before = _sqlite_threads()
+    yield
+    deadline = time.monotonic() + _THREAD_GRACE_S
+    leaked = _sqlite_threads() - before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.01)  # a closed connection's thread is exiting; poll against a deadline
+        leaked = _sqlite_threads() - before
+    assert not leaked, (
+        f"{len(leaked)} SQLite connection(s) left open: {sorted(t.name for t in leaked)}"
+    )
 
 
 @pytest.fixture

@@ -87,13 +87,16 @@ class Node:
         self._purger = asyncio.create_task(self._purge_loop(), name="vvstore-purge")
 
     async def close(self) -> None:
-        if self._purger is not None:
-            self._purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._purger
-            self._purger = None
-        await self.sync.stop()
-        await self.store.close()
+        """Stop the purge and sync tasks, then drain and close the store, whatever happens."""
+        try:
+            if self._purger is not None:
+                self._purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._purger
+                self._purger = None
+            await self.sync.stop()
+        finally:
+            await self.store.close()
 
     async def purge(self) -> PurgeResult:
         """Purge idempotency records every peer holds and no retry can need any more.

@@ -266,6 +266,12 @@ _RECORDS_AFTER = (
 _MARKS_AFTER = (
     "SELECT by_seq, actor, seq FROM marks WHERE by_actor = ? AND by_seq > ? ORDER BY by_seq LIMIT ?"
 )
+_OWN_SEQ = "SELECT MAX(seq) FROM entries WHERE actor = ?"
+
+
+async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """Every row of one query, executed and fetched in a single call to SQLite's thread."""
+    return list(await db.execute_fetchall(sql, params))
 
 
 class _PageBuilder:
@@ -332,6 +338,11 @@ class Store:
         self._queue: asyncio.Queue[_Op] = asyncio.Queue(maxsize=config.queue_limit)
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        # Reads on the reader connection in flight, and whether new ones are refused.
+        self._reads = 0
+        self._reads_idle = asyncio.Event()
+        self._reads_idle.set()
+        self._reads_closed = False
         self._cache: OrderedDict[str, CounterState] = OrderedDict()
         self._vector: dict[str, int] = {}
         self.node_id = config.node_id
@@ -385,8 +396,7 @@ class Store:
         await self._load_identity(path)
         self._reader = await aiosqlite.connect(path, isolation_level=None)
         await self._pragmas(self._reader)
-        async with self._db.execute("SELECT actor, seq FROM vector") as cur:
-            self._vector = {actor: seq async for actor, seq in cur}
+        self._vector = dict(await _rows(self._db, "SELECT actor, seq FROM vector"))
         self._seq = max(self._vector.get(self.actor, 0), await self._own_seq(self._db))
         self._pending_khashes = await self._unresolved_copies()
         # From here on, DML opens a transaction implicitly and commit() ends it: one round trip
@@ -407,9 +417,8 @@ class Store:
                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL
             ) STRICT"""
         )
-        async with db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cur:
-            row = await cur.fetchone()
-        current = int(row[0]) if row else 0
+        (row,) = await _rows(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        current = int(row[0])
         if current > SCHEMA_VERSION:
             raise SchemaTooNew(
                 f"the database in {self.config.data_dir!r} has schema version {current}, but this "
@@ -433,8 +442,7 @@ class Store:
     async def _load_identity(self, path: Path) -> None:
         db = self._db
         assert db is not None
-        async with db.execute("SELECT name, value FROM meta") as cur:
-            meta = {name: value async for name, value in cur}
+        meta = dict(await _rows(db, "SELECT name, value FROM meta"))
         stored = meta.get("node_id")
         if stored is not None and stored != self.node_id:
             raise NodeIdMismatch(
@@ -526,6 +534,10 @@ class Store:
                 op.future.set_exception(Unavailable("the node is shutting down"))
 
     async def _release(self) -> None:
+        # Reads in flight finish first (each is one short call); later ones get Unavailable.
+        self._reads_closed = True
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._reads_idle.wait(), self.config.shutdown_timeout)
         for db in (self._reader, self._db):
             if db is not None:
                 with contextlib.suppress(Exception):
@@ -615,11 +627,12 @@ class Store:
             return all(vector.get(actor) >= seq for vector in op.peer_vectors)
 
         async def oldest(where: str, params: tuple[Any, ...], limit: int) -> list[Dot]:
-            async with db.execute(
+            rows = await _rows(
+                db,
                 f"SELECT actor, seq FROM records WHERE {where} ORDER BY created LIMIT ?",
                 (*params, limit),
-            ) as cur:
-                return [(actor, seq) async for actor, seq in cur]
+            )
+            return [(actor, seq) for actor, seq in rows]
 
         cutoff = op.now - self.config.idempotency_retention
         doomed = [d for d in await oldest("created < ?", (cutoff,), 100_000) if covered(*d)]
@@ -668,16 +681,12 @@ class Store:
 
     @staticmethod
     async def _record_count(db: aiosqlite.Connection) -> int:
-        async with db.execute("SELECT COUNT(*) FROM records") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row else 0
+        (row,) = await _rows(db, "SELECT COUNT(*) FROM records")
+        return int(row[0])
 
     async def idempotency_status(self, now: float) -> dict[str, Any]:
         """Records held, the age of the oldest in seconds, and the unsafe evictions so far."""
-        db = self._read_db()
-        async with db.execute("SELECT COUNT(*), MIN(created) FROM records") as cur:
-            row = await cur.fetchone()
-        count, oldest = (row[0], row[1]) if row else (0, None)
+        ((count, oldest),) = await self._query("SELECT COUNT(*), MIN(created) FROM records")
         return {
             "records": count,
             "oldest_record_age": None if oldest is None else max(0.0, now - oldest),
@@ -830,12 +839,12 @@ class Store:
         loaded: dict[str, list[Entry]] = {key: [] for key in missing}
         for chunk in _chunks(missing, 500):
             marks = ",".join("?" * len(chunk))
-            async with db.execute(
+            for key, actor, seq, total, floors in await _rows(
+                db,
                 f"SELECT key, actor, seq, total, floors FROM entries WHERE key IN ({marks})",
                 chunk,
-            ) as cur:
-                async for key, actor, seq, total, floors in cur:
-                    loaded[key].append(_entry_from_row(actor, seq, total, floors))
+            ):
+                loaded[key].append(_entry_from_row(actor, seq, total, floors))
         return {key: CounterState(entries) for key, entries in loaded.items()}
 
     async def _load_copies(self, khashes: set[bytes], group: _Group) -> set[str]:
@@ -845,20 +854,21 @@ class Store:
         keys: set[str] = set()
         for chunk in _chunks(sorted(khashes), 500):
             marks = ",".join("?" * len(chunk))
-            async with db.execute(
+            rows = await _rows(
+                db,
                 "SELECT r.actor, r.seq, r.khash, r.fingerprint, r.key, r.amount, r.reply,"
                 " m.by_actor, m.by_seq FROM records r LEFT JOIN marks m"
                 " ON m.actor = r.actor AND m.seq = r.seq"
                 f" WHERE r.khash IN ({marks})",
                 chunk,
-            ) as cur:
-                async for actor, seq, kh, fp, key, amount, reply, by_actor, by_seq in cur:
-                    mark = (by_actor, by_seq) if by_actor is not None else None
-                    record = Record(actor, seq, kh, fp, key, amount, mark)
-                    group.copies.setdefault(kh, {})[record.dot] = record
-                    if reply is not None:
-                        group.replies[record.dot] = reply
-                    keys.add(key)
+            )
+            for actor, seq, kh, fp, key, amount, reply, by_actor, by_seq in rows:
+                mark = (by_actor, by_seq) if by_actor is not None else None
+                record = Record(actor, seq, kh, fp, key, amount, mark)
+                group.copies.setdefault(kh, {})[record.dot] = record
+                if reply is not None:
+                    group.replies[record.dot] = reply
+                keys.add(key)
         return keys
 
     async def _held_dots(self, ops: list[_Op]) -> dict[Dot, str]:
@@ -870,12 +880,12 @@ class Store:
         for chunk in _chunks(dots, 400):
             values = ",".join("(?, ?)" for _ in chunk)
             params = [x for dot in chunk for x in dot]
-            async with db.execute(
+            for actor, seq, key in await _rows(
+                db,
                 f"SELECT actor, seq, key FROM entries WHERE (actor, seq) IN (VALUES {values})",
                 params,
-            ) as cur:
-                async for actor, seq, key in cur:
-                    held[(actor, seq)] = key
+            ):
+                held[(actor, seq)] = key
         return held
 
     def _state(self, key: str, group: _Group) -> CounterState:
@@ -1056,17 +1066,34 @@ class Store:
 
     # --- reads ---------------------------------------------------------------------------
 
-    def _read_db(self) -> aiosqlite.Connection:
-        if self._reader is None:
-            raise Unavailable("the store is closed")
-        return self._reader
+    async def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of one read on the reader connection, fetched in one call.
+
+        One call matters: SQLite holds a connection's snapshot while any statement on it is
+        active, so a cursor iterated across awaits would make every read that starts meanwhile
+        see that older snapshot, and a client could miss its own acknowledged write. Reads
+        still in flight when the store closes are waited for; reads after that, and SQLite
+        errors, raise :class:`Unavailable`.
+        """
+        if self._reader is None or self._reads_closed:
+            raise Unavailable("the node is shutting down", retry_after=1.0)
+        self._reads += 1
+        self._reads_idle.clear()
+        try:
+            return await _rows(self._reader, sql, params)
+        except sqlite3.Error as exc:
+            raise Unavailable(f"the read failed: {exc}", retry_after=1.0) from exc
+        finally:
+            self._reads -= 1
+            if not self._reads:
+                self._reads_idle.set()
 
     async def read(self, key: str) -> CounterState:
         """The committed state of ``key`` (empty if never written)."""
-        async with self._read_db().execute(
+        rows = await self._query(
             "SELECT actor, seq, total, floors FROM entries WHERE key = ?", (key,)
-        ) as cur:
-            return CounterState([_entry_from_row(*row) async for row in cur])
+        )
+        return CounterState([_entry_from_row(*row) for row in rows])
 
     async def list_counters(
         self, *, prefix: str = "", after: str | None = None, limit: int = 100
@@ -1075,12 +1102,11 @@ class Store:
         start = prefix if after is None or after < prefix else after
         inclusive = after is None or after < prefix
         op = ">=" if inclusive else ">"
-        db = self._read_db()
-        async with db.execute(
+        rows = await self._query(
             f"SELECT DISTINCT key FROM entries WHERE key {op} ? ORDER BY key LIMIT ?",
             (start, limit + 1),
-        ) as cur:
-            keys = [key async for (key,) in cur if key.startswith(prefix)]
+        )
+        keys = [key for (key,) in rows if key.startswith(prefix)]
         more = len(keys) > limit
         keys = keys[:limit]
         out = [(key, await self.read(key)) for key in keys]
@@ -1088,11 +1114,10 @@ class Store:
 
     async def vector(self) -> VersionVector:
         """The committed node-level vector V."""
-        db = self._read_db()
-        async with db.execute("SELECT actor, seq FROM vector") as cur:
-            vector = {actor: seq async for actor, seq in cur}
+        vector = dict(await self._query("SELECT actor, seq FROM vector"))
         actor = self.actor  # read before the entries: a switch after this only adds
-        own = await self._own_seq(db, actor)
+        ((own,),) = await self._query(_OWN_SEQ, (actor,))
+        own = own or 0
         if own > vector.get(actor, 0):
             vector[actor] = own
         return VersionVector(vector)
@@ -1101,23 +1126,21 @@ class Store:
         """Key hashes with an unmarked copy this node made and at least one other copy."""
         db = self._db
         assert db is not None
-        async with db.execute(
+        rows = await _rows(
+            db,
             "SELECT DISTINCT r.khash FROM records r LEFT JOIN marks m"
             " ON m.actor = r.actor AND m.seq = r.seq"
             " WHERE m.actor IS NULL AND substr(r.actor, 1, ?) = ? AND r.amount != 0"
             " AND EXISTS (SELECT 1 FROM records o WHERE o.khash = r.khash"
             " AND (o.actor != r.actor OR o.seq != r.seq))",
             (len(self.node_id) + 1, self.node_id + "~"),
-        ) as cur:
-            return {bytes(kh) async for (kh,) in cur}
+        )
+        return {bytes(kh) for (kh,) in rows}
 
-    async def _own_seq(self, db: aiosqlite.Connection, actor: str | None = None) -> int:
-        """The highest committed seq of ``actor`` (default: ours), through the dot index."""
-        async with db.execute(
-            "SELECT MAX(seq) FROM entries WHERE actor = ?", (actor or self.actor,)
-        ) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+    async def _own_seq(self, db: aiosqlite.Connection) -> int:
+        """The highest committed seq of our actor, through the dot index."""
+        ((seq,),) = await _rows(db, _OWN_SEQ, (self.actor,))
+        return int(seq or 0)
 
     async def page(self, request: PullRequest) -> Page:
         """One page of a pull, from the current committed state.
@@ -1128,23 +1151,22 @@ class Store:
         first page (no snapshot) the committed vector is read before any item, so the items are
         at least as new as it.
         """
-        db = self._read_db()
         snapshot = request.snapshot
         if snapshot is None or not (await self.vector()).descends(snapshot):
             snapshot = await self.vector()
         page = _PageBuilder(self.config.page_entries, self.config.page_bytes)
         actor: str | None
         if request.cursor is None:
-            actor, after = await self._next_actor(db, None), 0
+            actor, after = await self._next_actor(None), 0
         else:
             actor, after = request.cursor
         while actor is not None:
             bound = max(after, request.vector.get(actor))
             room = page.room + 1
             streams = await asyncio.gather(
-                self._fetch(db, _ENTRIES_AFTER, actor, bound, room),
-                self._fetch(db, _RECORDS_AFTER, actor, bound, room),
-                self._fetch(db, _MARKS_AFTER, actor, bound, room),
+                self._query(_ENTRIES_AFTER, (actor, bound, room)),
+                self._query(_RECORDS_AFTER, (actor, bound, room)),
+                self._query(_MARKS_AFTER, (actor, bound, room)),
             )
             # A stream that filled its LIMIT may hold more beyond its last seq: stop there.
             cutoff = min((rows[-1][0] for rows in streams if len(rows) == room), default=None)
@@ -1159,15 +1181,8 @@ class Store:
             if cutoff is not None:
                 after = cutoff
                 continue
-            actor, after = await self._next_actor(db, actor), 0
+            actor, after = await self._next_actor(actor), 0
         return self._page(snapshot, page, None)
-
-    @staticmethod
-    async def _fetch(
-        db: aiosqlite.Connection, sql: str, actor: str, bound: int, limit: int
-    ) -> list[Any]:
-        async with db.execute(sql, (actor, bound, limit)) as cur:
-            return list(await cur.fetchall())
 
     def _page(
         self, vector: VersionVector, page: _PageBuilder, cursor: tuple[str, int] | None
@@ -1182,16 +1197,13 @@ class Store:
             tuple(page.marks),
         )
 
-    @staticmethod
-    async def _next_actor(db: aiosqlite.Connection, after: str | None) -> str | None:
-        async with db.execute(
+    async def _next_actor(self, after: str | None) -> str | None:
+        ((actor,),) = await self._query(
             "SELECT MIN(actor) FROM entries WHERE actor > ?", ("" if after is None else after,)
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None or row[0] is None else str(row[0])
+        )
+        return None if actor is None else str(actor)
 
     async def integrity_check(self) -> str:
         """``PRAGMA integrity_check`` on the committed database ("ok" when healthy)."""
-        async with self._read_db().execute("PRAGMA integrity_check") as cur:
-            row = await cur.fetchone()
-        return str(row[0]) if row else "no result"
+        rows = await self._query("PRAGMA integrity_check")
+        return "\n".join(str(row[0]) for row in rows) or "no result"

@@ -231,11 +231,16 @@ class SyncLoop:
             self._tasks.append(asyncio.create_task(self._run_notices()))
 
     async def stop(self) -> None:
+        """Cancel every link's task and wait for it; never raises (a node's close goes on)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("a sync task ended with an error while stopping")
         self._tasks.clear()
 
     def local_write(self) -> None:
@@ -270,16 +275,12 @@ class SyncLoop:
                 async with asyncio.timeout(self.round_timeout):
                     result = await pull_once(self.replica, link.peer, max_pages=self.max_pages)
             except (VVStoreError, TimeoutError, OSError) as exc:
-                link.failures += 1
-                link.reachable = False
-                link.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning(
-                    "pull from %s failed (attempt %d, our vector %s): %s",
-                    link.peer.url,
-                    link.failures,
-                    (await self.replica.vector()).to_dict(),
-                    link.last_error,
-                )
+                await self._failed(link, exc)
+                return None
+            except Exception as exc:
+                # A bug, not a network fault: log it whole, and keep the loop alive.
+                log.exception("pull from %s raised unexpectedly", link.peer.url)
+                await self._failed(link, exc)
                 return None
         link.failures = 0
         link.reachable = True
@@ -293,6 +294,23 @@ class SyncLoop:
         link.pulled_pages += result.pages
         link.pulled_entries += result.entries
         return result
+
+    async def _failed(self, link: PeerLink, exc: BaseException) -> None:
+        link.failures += 1
+        link.reachable = False
+        link.last_error = f"{type(exc).__name__}: {exc}"
+        ours: dict[str, int] | str
+        try:
+            ours = (await self.replica.vector()).to_dict()
+        except VVStoreError as read_error:
+            ours = f"unknown ({read_error})"
+        log.warning(
+            "pull from %s failed (attempt %d, our vector %s): %s",
+            link.peer.url,
+            link.failures,
+            ours,
+            link.last_error,
+        )
 
     async def _run_notices(self) -> None:
         while True:

@@ -888,3 +888,23 @@ async def test_a_closed_store_refuses_reads_and_writes(make_config: MakeConfig) 
         await store.increment("k", 1)
     with pytest.raises(Unavailable):
         await store.read("k")
+
+
+async def test_reads_in_flight_when_the_store_closes_finish_or_get_unavailable(
+    make_config: MakeConfig,
+) -> None:
+    # A peer's pull served while this node shuts down: every read either completes or raises
+    # Unavailable (a clean 503), never a raw "Connection closed" from the SQLite thread.
+    store = await Store.open(make_config(page_entries=50))
+    await store.batch([(f"k{i}", 1) for i in range(2_000)])
+    pulls = [asyncio.create_task(store.page(PullRequest(VersionVector()))) for _ in range(20)]
+    reads = [asyncio.create_task(store.read(f"k{i}")) for i in range(100)]
+    await asyncio.sleep(0)  # let them start before the close begins
+    await store.close()
+    outcomes = await asyncio.gather(*pulls, *reads, return_exceptions=True)
+    unexpected = [
+        o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, Unavailable)
+    ]
+    assert not unexpected, unexpected
+    with pytest.raises(Unavailable):
+        await store.page(PullRequest(VersionVector()))

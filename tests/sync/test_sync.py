@@ -240,3 +240,39 @@ async def test_a_failing_peer_backs_off_up_to_the_cap(cluster: Any) -> None:
     assert await nodes["B"].sync.round(b_link) is not None
     assert 0.4 <= nodes["B"].sync._delay(b_link) <= 0.6
     assert "PeerUnreachable" not in (b_link.last_error or "")
+
+
+async def test_nodes_close_cleanly_while_their_loops_pull_from_each_other(cluster: Any) -> None:
+    # Closing A while B's loop is mid-pull from A must neither raise in B's close nor leave
+    # B's store open (the conftest fails a test that leaks a connection).
+    _, nodes = await cluster(sync_interval=0.01, notice_delay=0.0, page_entries=20)
+    await nodes["A"].batch([(f"k{i}", 1) for i in range(1_000)])
+    for node in nodes.values():
+        node.start()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5.0
+    while loop.time() < deadline and not any(
+        x.pulled_pages for n in ("B", "C") for x in nodes[n].sync.links
+    ):
+        await asyncio.sleep(0.005)
+    for node in nodes.values():
+        await node.close()
+    assert all(node.store._reader is None for node in nodes.values())
+
+
+async def test_an_unexpected_error_in_a_round_is_counted_and_the_loop_goes_on(
+    cluster: Any,
+) -> None:
+    _, nodes = await cluster(("A", "B"))
+    b_link = link(nodes, "B", "A")
+
+    async def broken(request: PullRequest) -> Page:
+        raise ValueError("a bug in the peer client")
+
+    real = b_link.peer.pull
+    b_link.peer.pull = broken
+    assert await nodes["B"].sync.round(b_link) is None
+    assert b_link.failures == 1 and "ValueError" in (b_link.last_error or "")
+    b_link.peer.pull = real
+    assert await nodes["B"].sync.round(b_link) is not None
+    assert b_link.failures == 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from vvstore.checker import summarize_faults
 from vvstore.faults.run import (
+    SHORT_TIER_WORKLOAD,
     RunOptions,
     RunResult,
     kill_cycles,
@@ -32,7 +33,6 @@ from vvstore.faults.run import (
     soak_run_options,
 )
 from vvstore.faults.schedule import FAULT_KINDS, Schedule, generate, short_tier_options
-from vvstore.faults.workload import WorkloadOptions
 
 __all__ = ["main"]
 
@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--keys", type=int, help="keys the clients add to")
     parser.add_argument("--rate", type=float, help="target increments per second, all clients")
     parser.add_argument("--read-ratio", type=float, help="fraction of operations that read")
+    parser.add_argument(
+        "--read-back", type=float, metavar="P",
+        help="chance that an acknowledged increment is read back at once where it was acknowledged",
+    )  # fmt: skip
     parser.add_argument("--client-timeout", type=float, metavar="SECONDS", help="per request")
     parser.add_argument(
         "--durability", choices=("full", "normal", "mixed"),
@@ -138,6 +142,7 @@ def _options(args: argparse.Namespace, base: RunOptions) -> RunOptions:
         ("keys", "keys"),
         ("rate", "rate"),
         ("read_ratio", "read_ratio"),
+        ("read_back", "read_back"),
         ("client_timeout", "timeout"),
     ):
         value = getattr(args, flag)
@@ -223,9 +228,7 @@ async def _main(args: argparse.Namespace) -> int:
         base = (
             soak_run_options(args.soak, args.seed)
             if args.soak is not None
-            else RunOptions(
-                schedule=short_tier_options(), workload=WorkloadOptions(read_ratio=0.15)
-            )
+            else RunOptions(schedule=short_tier_options(), workload=SHORT_TIER_WORKLOAD)
         )
         runs = []
         for seed in range(args.seed, args.seed + args.runs):

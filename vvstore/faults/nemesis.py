@@ -383,21 +383,30 @@ class Nemesis:
             self.network.remove(token)
 
     async def _wait_covered(self, name: str) -> float | None:
-        """Seconds until every other node's vector covers ``name``'s, or None on timeout."""
+        """Seconds until every other node's vector covers ``name``'s, or None on timeout.
+
+        Coverage must hold on two polls in a row, the victim's vector read afresh each time: a
+        node's /status may lag its commits by a moment (a read can see an older snapshot of
+        the database), and one lagging reading must not let a wipe through.
+        """
         loop = asyncio.get_running_loop()
         start = loop.time()
         deadline = start + self.coverage_timeout
         others = [n for n in self.cluster.names if n != name]
+        in_a_row = 0
         while loop.time() < deadline:
             status = await self.cluster.status(name)
+            covered = False
             if status is not None:
                 wanted: dict[str, int] = status["version"]
                 statuses = [await self.cluster.status(other) for other in others]
-                if all(
+                covered = all(
                     s is not None and all(s["version"].get(a, 0) >= q for a, q in wanted.items())
                     for s in statuses
-                ):
-                    return loop.time() - start
+                )
+            in_a_row = in_a_row + 1 if covered else 0
+            if in_a_row >= 2:
+                return loop.time() - start
             await asyncio.sleep(POLL_S)
         return None
 

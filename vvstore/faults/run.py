@@ -57,6 +57,10 @@ _RUN_FORMAT = "vvstore-fault-run"
 _REGRESSION_FORMAT = "vvstore-fault-regression"
 _VERSION = 1
 
+#: The CI tier's clients: 4 clients at ~30 increments/s; 10% random reads, and 30% of the
+#: acknowledged increments read back at once where they were acknowledged.
+SHORT_TIER_WORKLOAD = WorkloadOptions(read_ratio=0.1, read_back=0.3)
+
 # How often convergence is polled; its time is measured to this granularity.
 POLL_S = 0.05
 # Give up waiting for convergence after this many times the limit.
@@ -120,6 +124,7 @@ class RunOptions:
                 "keys": w.keys,
                 "rate": w.rate,
                 "read_ratio": w.read_ratio,
+                "read_back": w.read_back,
                 "timeout": w.timeout,
                 "attempts": w.attempts,
             },
@@ -385,7 +390,7 @@ def kill_cycles(count: int = 5, every: float = 3.0, seed: int = 100) -> tuple[Ru
         for i in range(count)
     )
     return (
-        RunOptions(seed=seed, schedule=schedule_options, workload=WorkloadOptions(read_ratio=0.15)),
+        RunOptions(seed=seed, schedule=schedule_options, workload=SHORT_TIER_WORKLOAD),
         Schedule(seed, schedule_options, faults),
     )
 
@@ -760,7 +765,7 @@ SHORT_TIER_SEEDS = tuple(range(1, 11))
 def short_tier_run(seed: int) -> tuple[RunOptions, Schedule]:
     """One seeded schedule of the CI short tier: 15 s of every kind of fault, partitions of at
     most 5 s, 4 clients at ~30 increments/s (a few hundred increments)."""
-    options = RunOptions(seed=seed, workload=WorkloadOptions(read_ratio=0.15))
+    options = RunOptions(seed=seed, workload=SHORT_TIER_WORKLOAD)
     return options, generate(seed, options.schedule)
 
 
@@ -776,7 +781,7 @@ def soak_run_options(minutes: float, seed: int = 1) -> RunOptions:
     return RunOptions(
         seed=seed,
         schedule=soak_options(minutes),
-        workload=WorkloadOptions(clients=6, keys=50, rate=150.0, read_ratio=0.05),
+        workload=WorkloadOptions(clients=6, keys=50, rate=150.0, read_ratio=0.03, read_back=0.1),
         settle_timeout=180.0,
         checkpoint_every=300.0,
         sample_every=10.0,
