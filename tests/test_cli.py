@@ -355,3 +355,17 @@ def test_sigterm_exits_0_and_restart_keeps_value_and_actor(tmp_path: Path) -> No
         assert status["version"] == {actor: 2}, log
         assert json.loads(second.cli("incr", "kept").stdout)["version"] == {actor: 3}, log
         assert second.terminate() == 0, log
+
+
+def test_tune_gc_freezes_startup_objects_and_raises_the_first_threshold() -> None:
+    # In a child process: the tuning changes the whole interpreter.
+    code = (
+        "import gc; from vvstore.node import GC_THRESHOLD, tune_gc; tune_gc(); "
+        "assert gc.get_threshold() == GC_THRESHOLD, gc.get_threshold(); "
+        "assert gc.get_freeze_count() > 1000, gc.get_freeze_count(); print('tuned')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "tuned"

@@ -209,6 +209,12 @@ async def _body(request: web.Request, limit: int) -> bytes:
         return read
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
+    if request.content.is_eof():
+        # All of it arrived with the headers (a small increment): no timer, no wait.
+        whole = request.content.read_nowait(-1)
+        if len(whole) > limit:
+            raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
+        return whole
     data = bytearray()
     try:
         async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 10.0)):

@@ -126,13 +126,17 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+# Built once: json.loads with any keyword builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 def read_body(body: bytes) -> Any:
     """Parse a UTF-8 JSON body strictly (no NaN or Infinity, no UTF-16 or UTF-32 guessing).
 
     :raises ValueError: for anything that is not valid JSON (including absurd nesting).
     """
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        return _DECODER.decode(body.decode("utf-8"))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
     except UnicodeDecodeError:

@@ -114,7 +114,7 @@ class CounterState:
     writing actor and leave this state unchanged; :meth:`with_entry` returns the joined state.
     """
 
-    __slots__ = ("_entries", "_value")
+    __slots__ = ("_entries", "_floored", "_value")
 
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
         table: dict[str, Entry] = {}
@@ -124,6 +124,9 @@ class CounterState:
                 table[entry.actor] = entry
         self._entries = table
         self._value: int | None = None  # computed on first use: the state never changes
+        # False only when no entry carries a floor (no reset ever): then the value is the plain
+        # sum of the totals, and a new entry moves it by its difference in total.
+        self._floored = any(entry.floors for entry in table.values())
 
     @property
     def entries(self) -> Mapping[str, Entry]:
@@ -162,7 +165,7 @@ class CounterState:
         """The counter's value: the sum of every entry's contribution, an exact int."""
         if self._value is None:
             entries = self._entries.values()
-            if any(e.floors for e in entries):
+            if self._floored:
                 floors = merge_floors(entries)
                 self._value = sum(_contribution(e, floors) for e in entries)
             else:  # no reset ever: every total counts whole
@@ -235,7 +238,11 @@ class CounterState:
         table[entry.actor] = entry
         state = CounterState.__new__(CounterState)
         state._entries = table
-        state._value = None
+        state._floored = self._floored or bool(entry.floors)
+        if state._floored or self._value is None:
+            state._value = None
+        else:  # sums of totals on both sides: only this actor's total moved
+            state._value = self._value + entry.total - (known.total if known is not None else 0)
         return state
 
     def merge(self, other: CounterState) -> CounterState:

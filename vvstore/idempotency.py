@@ -56,7 +56,8 @@ def normalize_idempotency_key(raw: object) -> str:
         raise InvalidRequest(
             f"idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY} characters, got {len(key)}"
         )
-    if not all(" " <= ch <= "~" for ch in key):
+    # Printable ASCII is exactly " " to "~": ASCII, and printable (no control characters).
+    if not (key.isascii() and key.isprintable()):
         raise InvalidRequest("idempotency key must be printable ASCII")
     return key
 
