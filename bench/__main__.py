@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=OUT, help="output directory (bench/out)")
     parser.add_argument("--plot", type=Path, default=PLOT, help="PNG for docs (docs/...png)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="another vvstore checkout to run side by side with this one (the baseline section;"
+        " e.g. from git worktree add)",
+    )
     return parser
 
 
@@ -72,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise SystemExit(f"unknown section(s) {unknown}; choose from {SECTIONS}")
         settings.sections = sections
+    if args.baseline is not None:
+        if not (args.baseline / "vvstore" / "cli.py").is_file():
+            raise SystemExit(f"--baseline {args.baseline}: no vvstore/cli.py there")
+        settings.baseline = args.baseline
 
     def log(message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)

@@ -156,6 +156,22 @@ TABLE += [
     ),
 ]
 
+# The baseline section: this checkout against the one given by --baseline, pair by pair.
+TABLE += [
+    row
+    for number, what, suffix, figure in (
+        ("3", "hot key", "hot", "rps"),
+        ("3k", "many keys", "keys", "rps"),
+        ("6d", "/batch 1000", "batch", "ips"),
+    )
+    for row in (
+        (f"B{number}", f"vvstore full, {what}, baseline", "baseline", f"vv_base_{suffix}",
+         figure, []),
+        (f"B{number}", f"vvstore full, {what}, this checkout", "baseline", f"vv_full_{suffix}",
+         figure, [("/base", f"vv_full_{suffix}", f"vv_base_{suffix}")]),
+    )
+]  # fmt: skip
+
 LATENCY_ROWS = [
     ("8", "ceiling", "HTTP ceiling"),
     ("8", "durable_full", "Minimal durable ref, FULL"),

@@ -39,7 +39,7 @@ from bench.report import median_of
 
 __all__ = ["SECTIONS", "Settings", "Subject", "machine", "run_all"]
 
-SECTIONS = ("single", "keys", "batch", "latency", "sweep", "cluster", "uvloop")
+SECTIONS = ("single", "keys", "batch", "latency", "sweep", "cluster", "uvloop", "baseline")
 UVLOOP = (sys.executable, "-m", "bench.uvloop_run")
 
 Log = Callable[[str], None]
@@ -79,6 +79,8 @@ class Settings:
     retry_budget: int = 24
     sections: tuple[str, ...] = SECTIONS
     redis: bool = True
+    # Another checkout of vvstore (its repository root) for the baseline section, or None.
+    baseline: Path | None = None
     workdir: Path = field(default_factory=lambda: Path("/tmp"))
 
     @classmethod
@@ -302,6 +304,9 @@ def _starters(settings: Settings, names: Sequence[str]) -> dict[str, Starter]:
         "vv_uvloop": lambda: start_vvstore(
             "vv_uvloop", w, durability="full", python=(*UVLOOP, "vvstore")
         ),
+        "vv_base": lambda: start_vvstore(
+            "vv_base", w, durability="full", python=baseline_python(settings.baseline)
+        ),
         "redis_always": lambda: start_redis("redis_always", w, fsync_always=True),
         "redis_none": lambda: start_redis("redis_none", w, fsync_always=False),
     }
@@ -437,6 +442,35 @@ async def section_uvloop(settings: Settings, log: Log) -> dict[str, list[dict[st
     return await run_group("uvloop", _starters(settings, names), subjects, settings, log)
 
 
+def baseline_python(checkout: Path | None) -> tuple[str, ...]:
+    """A command prefix that runs the vvstore CLI of ``checkout`` instead of the installed one
+    (it refuses to start if ``vvstore`` would still come from elsewhere)."""
+    if checkout is None:
+        raise ValueError("the baseline section needs --baseline DIR")
+    root = str(checkout.resolve())
+    code = (
+        f"import sys; sys.path.insert(0, {root!r}); import vvstore.cli as cli; "
+        f"assert cli.__file__.startswith({root!r}), cli.__file__; sys.exit(cli.main())"
+    )
+    return (sys.executable, "-c", code)
+
+
+async def section_baseline(settings: Settings, log: Log) -> dict[str, list[dict[str, Any]]]:
+    """vvstore full from this checkout against the same from ``--baseline DIR`` (another
+    commit, say), interleaved: hot key, ``keys`` keys, and /batch of 1000 items."""
+    names = ["vv_full", "vv_base"]
+    subjects = []
+    for name in names:
+        subjects += [
+            Subject(f"{name}_hot", name),
+            Subject(f"{name}_keys", name, keys=settings.keys),
+            Subject(f"{name}_batch", name, keys=settings.keys, batch=1000, length=3.0),
+        ]
+    return await run_group(
+        "baseline", _starters(settings, names), subjects, settings, log, preload=settings.keys
+    )
+
+
 # --- machine ------------------------------------------------------------------------------------
 
 
@@ -570,6 +604,13 @@ async def run_all(
         else:
             log("[uvloop] uvloop is not installed: skipping the uvloop comparison")
 
+    async def baseline() -> None:
+        if settings.baseline is None:
+            log("[baseline] no --baseline DIR given: skipping the comparison with another checkout")
+            return
+        results["baseline"] = str(settings.baseline)
+        groups["baseline"] = await section_baseline(settings, log)
+
     async def cluster() -> None:
         log("[cluster] three nodes through the fault proxy")
         sizes = [settings.cluster_keys]
@@ -608,6 +649,7 @@ async def run_all(
         ("sweep", sweep),
         ("uvloop", uvloop),
         ("cluster", cluster),
+        ("baseline", baseline),
     ):
         await section(name, make)
     results["machine"]["loadavg_end"] = os.getloadavg()

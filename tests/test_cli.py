@@ -15,14 +15,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from vvstore import __version__
-from vvstore.cli import main
+from vvstore.cli import loop_factory, main
+from vvstore.errors import ConfigError
 
 START_DEADLINE = 15.0
 STOP_DEADLINE = 5.0
@@ -107,7 +108,9 @@ def wait_for_startup(process: subprocess.Popen[bytes], log_path: Path) -> re.Mat
 
 
 @contextlib.contextmanager
-def serving(data_dir: Path, log_path: Path, node_id: str = "c1") -> Iterator[Server]:
+def serving(
+    data_dir: Path, log_path: Path, node_id: str = "c1", extra: Sequence[str] = ()
+) -> Iterator[Server]:
     """Start ``vvstore serve`` on a free port; always kill it (by its PID) afterwards."""
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
@@ -122,6 +125,7 @@ def serving(data_dir: Path, log_path: Path, node_id: str = "c1") -> Iterator[Ser
                 str(data_dir),
                 "--port",
                 "0",
+                *extra,
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -369,3 +373,33 @@ def test_tune_gc_freezes_startup_objects_and_raises_the_first_threshold() -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "tuned"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_serve_runs_on_the_chosen_event_loop(tmp_path: Path, loop: str) -> None:
+    with serving(tmp_path / "data", tmp_path / "serve.log", extra=["--loop", loop]) as server:
+        assert f"event loop: {loop}" in server.log(), server.log()
+        assert json.loads(server.cli("incr", "k", "3").stdout)["value"] == 3, server.log()
+        assert json.loads(server.cli("get", "k").stdout)["value"] == 3, server.log()
+
+
+def test_loop_factory_names_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VVSTORE_LOOP", raising=False)
+    assert loop_factory(None) is None and loop_factory("asyncio") is None
+    uvloop_factory = loop_factory("uvloop")
+    assert uvloop_factory is not None
+    made = uvloop_factory()
+    try:
+        assert type(made).__module__.startswith("uvloop")
+    finally:
+        made.close()
+    monkeypatch.setenv("VVSTORE_LOOP", "uvloop")
+    assert loop_factory(None) is not None
+    assert loop_factory("asyncio") is None  # the flag wins over the environment
+    monkeypatch.setenv("VVSTORE_LOOP", "trio")
+    with pytest.raises(ConfigError, match="VVSTORE_LOOP must be one of asyncio, uvloop"):
+        loop_factory(None)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
+    with pytest.raises(ConfigError, match=r"pip install 'vvstore\[speed\]'"):
+        loop_factory("uvloop")

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="sign and verify sync traffic between nodes with this shared secret",
     )
+    serve.add_argument(
+        "--loop",
+        choices=LOOPS,
+        default=None,
+        help="event loop: asyncio's own (default), or uvloop, about 1.1 to 1.2 times the requests"
+        " (pip install 'vvstore[speed]'; or set VVSTORE_LOOP)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     for name, help_text in (("incr", "add to a counter"), ("get", "read a counter")):
@@ -145,6 +152,29 @@ async def _client_command(args: argparse.Namespace) -> int:
     return 0
 
 
+LOOPS = ("asyncio", "uvloop")
+
+
+def loop_factory(name: str | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``serve`` runs on: ``name``, else ``$VVSTORE_LOOP``, else asyncio's.
+
+    :raises ConfigError: for an unknown name, or uvloop when it is not installed.
+    """
+    chosen = name or os.environ.get("VVSTORE_LOOP") or "asyncio"
+    if chosen not in LOOPS:
+        raise ConfigError(f"VVSTORE_LOOP must be one of {', '.join(LOOPS)}, got {chosen!r}")
+    if chosen == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError(
+            "--loop uvloop needs uvloop, which is not installed: pip install 'vvstore[speed]'"
+        ) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the process exit status."""
     args = _parser().parse_args(argv)
@@ -169,8 +199,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 token=_read_secret(args.token_file, "token", "VVSTORE_TOKEN"),
                 cluster_secret=_read_secret(args.cluster_secret_file, "cluster secret"),
             )
+            factory = loop_factory(args.loop)
+            logging.getLogger("vvstore").info(
+                "event loop: %s", "uvloop" if factory is not None else "asyncio"
+            )
             try:
-                return asyncio.run(serve(config))
+                with asyncio.Runner(loop_factory=factory) as runner:
+                    return runner.run(serve(config))
             except OSError as exc:  # the address is taken, say
                 raise ConfigError(
                     f"cannot listen on {args.host}:{args.port}: {exc.strerror}"
