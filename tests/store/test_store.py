@@ -28,7 +28,7 @@ from vvstore.errors import (
     SchemaTooNew,
     Unavailable,
 )
-from vvstore.store import DB_FILE, SCHEMA_VERSION, Store
+from vvstore.store import DB_FILE, MIGRATIONS, SCHEMA_VERSION, Store
 
 MakeConfig = Callable[..., NodeConfig]
 
@@ -908,3 +908,78 @@ async def test_reads_in_flight_when_the_store_closes_finish_or_get_unavailable(
     assert not unexpected, unexpected
     with pytest.raises(Unavailable):
         await store.page(PullRequest(VersionVector()))
+
+
+async def test_a_schema_2_database_is_migrated_with_every_entry_intact(
+    make_config: MakeConfig,
+) -> None:
+    # Build the database as a vvstore of schema 2 left it: actor ids as text in entries, "{}"
+    # for no floors. Migration 3 numbers the actors and must keep every entry as it was.
+    config = make_config()
+    path = db_path(config)
+    path.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at REAL NOT NULL) STRICT"
+        )
+        for version, name, statements in MIGRATIONS[:2]:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0.0)", (version, name))
+        conn.executemany(
+            "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
+            [
+                ("k", Y, 4, 7, "{}"),
+                ("k", X, 2, 5, '{"y~0000000000000002":[3,6]}'),
+                ("j", X, 1, 2, "{}"),
+            ],
+        )
+        conn.execute("INSERT INTO vector VALUES (?, 4)", (Y,))
+        conn.commit()
+    async with opened(config) as store:
+        k = await store.read("k")
+        assert sorted(k, key=lambda e: e.actor) == [
+            Entry(X, 2, 5, {Y: Floor(3, 6)}),
+            Entry(Y, 4, 7),
+        ]
+        assert k.value() == 5 + (7 - 6)
+        assert (await store.read("j")).value() == 2
+        page = await store.page(PullRequest(VersionVector()))
+        assert [(key, e.actor, e.seq) for key, e in page.entries] == [
+            ("j", X, 1),
+            ("k", X, 2),
+            ("k", Y, 4),
+        ]
+        assert (await store.vector()).get(Y) == 4
+        # Writes after the migration number the node's own actor next to the migrated ones.
+        state = await store.increment("k", 1)
+        assert state.value() == 7
+    assert sql(config, "SELECT MAX(version) FROM schema_migrations") == [(SCHEMA_VERSION,)]
+    actors = dict(sql(config, "SELECT name, id FROM actors"))
+    assert set(actors) == {X, Y, store.actor} and len(set(actors.values())) == 3
+    assert sql(config, "SELECT COUNT(*) FROM entries WHERE floors = '{}'") == [(0,)]
+    assert sql(config, "PRAGMA integrity_check") == [("ok",)]
+
+
+async def test_a_failed_commit_takes_back_the_actor_numbers_it_gave(
+    make_config: MakeConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = make_config()
+    async with opened(config) as store:
+        real = store._db.executemany  # type: ignore[union-attr]
+        failing = True
+
+        async def fail_on_entries(statement: str, rows: Any) -> Any:
+            if failing and statement.startswith("INSERT INTO entries"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return await real(statement, rows)
+
+        monkeypatch.setattr(store._db, "executemany", fail_on_entries)
+        with pytest.raises(Unavailable):
+            await store.increment("k", 1)
+        assert store.actor not in store._actor_ids and not store._actor_names
+        failing = False
+        assert (await store.increment("k", 2)).value() == 2
+        assert (await store.read("k")).value() == 2
+    assert sql(config, "SELECT COUNT(*) FROM actors") == [(1,)]
