@@ -68,7 +68,7 @@ VARIANTS = (
         ],
     ),
     Variant(
-        "vvstore today: entries + unique dot index",
+        "schema 2: text actor, dot index",
         [_ENTRIES, _DOT_INDEX],
         lambda k, s: [(_UPSERT, (k, ACTOR, s, s, "{}"))],
     ),
@@ -78,7 +78,7 @@ VARIANTS = (
         lambda k, s: [(_UPSERT, (k, ACTOR, s, s, "{}"))],
     ),
     Variant(
-        "integer actor, NULL floors, dot index",
+        "schema 3 (now): integer actor, NULL floors",
         [_ENTRIES_INT, _DOT_INDEX],
         lambda k, s: [(_UPSERT, (k, 1, s, s, None))],
     ),

@@ -97,8 +97,8 @@ def _parser() -> argparse.ArgumentParser:
         "--loop",
         choices=LOOPS,
         default=None,
-        help="event loop: asyncio's own (default), or uvloop, about 1.1 to 1.2 times the requests"
-        " (pip install 'vvstore[speed]'; or set VVSTORE_LOOP)",
+        help="event loop: asyncio, or uvloop (pip install 'vvstore[speed]');"
+        " default $VVSTORE_LOOP, else asyncio",
     )
     serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
