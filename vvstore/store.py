@@ -568,7 +568,7 @@ class Store:
         while not self._queue.empty():
             op = self._queue.get_nowait()
             if not op.future.done():
-                op.future.set_exception(Unavailable("the node is shutting down"))
+                op.future.set_exception(Unavailable("the node is shutting down", retry_after=1.0))
 
     async def _release(self) -> None:
         # Reads in flight finish first (each is one short call); later ones get Unavailable.
@@ -742,7 +742,9 @@ class Store:
                     purge.future.set_result(await self._purge(purge))
                 except Exception as exc:
                     log.exception("purge of idempotency records failed")
-                    purge.future.set_exception(Unavailable(f"the purge failed: {exc}"))
+                    purge.future.set_exception(
+                        Unavailable(f"the purge failed: {exc}", retry_after=1.0)
+                    )
                 finally:
                     self._queue.task_done()
             try:
@@ -750,14 +752,16 @@ class Store:
             except asyncio.CancelledError:
                 for op in ops:  # stopped mid-group: the outcome is unknown to the waiters
                     if not op.future.done():
-                        op.future.set_exception(Unavailable("the node stopped during the write"))
+                        op.future.set_exception(
+                            Unavailable("the node stopped during the write", retry_after=1.0)
+                        )
                 raise
             except Exception as exc:  # a failed group never kills the writer
                 log.exception("write group failed")
                 for op in ops:
                     if not op.future.done():
                         op.future.set_exception(
-                            Unavailable(f"the write could not be committed: {exc}")
+                            Unavailable(f"the write could not be committed: {exc}", retry_after=1.0)
                         )
             finally:
                 for _ in ops:
