@@ -11,38 +11,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import sqlite3
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from vvstore.config import NodeConfig
-from vvstore.store import DB_FILE, MIGRATIONS, SCHEMA_VERSION, Store
+from vvstore.store import DB_FILE, SCHEMA_VERSION, Store
+from vvstore.testing import write_schema_2
 
 
 def build_schema_2(data_dir: Path, keys: int, actors: int) -> None:
     names = [f"n{i}~{i:016x}" for i in range(actors)]
-    with contextlib.closing(sqlite3.connect(data_dir / DB_FILE)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-            " applied_at REAL NOT NULL) STRICT"
-        )
-        for version, name, statements in MIGRATIONS[:2]:
-            for statement in statements:
-                db.execute(statement)
-            db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0.0)", (version, name))
-        db.executemany(
-            "INSERT INTO entries VALUES (?, ?, ?, ?, '{}')",
-            (
-                (f"k{k}", name, k * actors + j + 1, 1)
-                for k in range(keys)
-                for j, name in enumerate(names)
-            ),
-        )
-        db.commit()
+    write_schema_2(
+        data_dir / DB_FILE,
+        (
+            (f"k{k}", name, k * actors + j + 1, 1, "{}")
+            for k in range(keys)
+            for j, name in enumerate(names)
+        ),
+    )
 
 
 async def _open(data_dir: Path) -> float:

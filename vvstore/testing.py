@@ -14,9 +14,12 @@ For faults on real sockets between real processes, see :mod:`vvstore.proxy`.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from vvstore.codec import (
     Notice,
@@ -32,8 +35,9 @@ from vvstore.codec import (
 from vvstore.config import NodeConfig
 from vvstore.errors import PeerTimeout, PeerUnreachable
 from vvstore.node import Node
+from vvstore.store import MIGRATIONS
 
-__all__ = ["MemoryPeer", "Network", "crash", "open_memory_node"]
+__all__ = ["MemoryPeer", "Network", "crash", "open_memory_node", "write_schema_2"]
 
 
 @dataclass(slots=True)
@@ -170,3 +174,28 @@ async def crash(node: Node) -> None:
     """Stop ``node`` as ``kill -9`` would: no drain, no clean-shutdown mark."""
     await node.sync.stop()
     await node.store.abort()
+
+
+def write_schema_2(
+    path: Path,
+    entries: Iterable[tuple[str, str, int, int, str]],
+    vector: Iterable[tuple[str, int]] = (),
+) -> None:
+    """Write a database at ``path`` as a vvstore of schema 2 left it, to test an upgrade.
+
+    ``entries`` are ``(key, actor id, seq, total, floors JSON)`` rows (schema 2 kept the actor id
+    as text and ``"{}"`` for no floors); ``vector`` rows are ``(actor id, seq)``.
+    """
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+            " applied_at REAL NOT NULL) STRICT"
+        )
+        for version, name, statements in MIGRATIONS[:2]:
+            for statement in statements:
+                db.execute(statement)
+            db.execute("INSERT INTO schema_migrations VALUES (?, ?, 0.0)", (version, name))
+        db.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", entries)
+        db.executemany("INSERT INTO vector VALUES (?, ?)", vector)
+        db.commit()

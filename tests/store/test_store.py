@@ -28,7 +28,8 @@ from vvstore.errors import (
     SchemaTooNew,
     Unavailable,
 )
-from vvstore.store import DB_FILE, MIGRATIONS, SCHEMA_VERSION, Store
+from vvstore.store import DB_FILE, SCHEMA_VERSION, Store
+from vvstore.testing import write_schema_2
 
 MakeConfig = Callable[..., NodeConfig]
 
@@ -918,25 +919,15 @@ async def test_a_schema_2_database_is_migrated_with_every_entry_intact(
     config = make_config()
     path = db_path(config)
     path.parent.mkdir(parents=True)
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.execute(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
-            " applied_at REAL NOT NULL) STRICT"
-        )
-        for version, name, statements in MIGRATIONS[:2]:
-            for statement in statements:
-                conn.execute(statement)
-            conn.execute("INSERT INTO schema_migrations VALUES (?, ?, 0.0)", (version, name))
-        conn.executemany(
-            "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
-            [
-                ("k", Y, 4, 7, "{}"),
-                ("k", X, 2, 5, '{"y~0000000000000002":[3,6]}'),
-                ("j", X, 1, 2, "{}"),
-            ],
-        )
-        conn.execute("INSERT INTO vector VALUES (?, 4)", (Y,))
-        conn.commit()
+    write_schema_2(
+        path,
+        [
+            ("k", Y, 4, 7, "{}"),
+            ("k", X, 2, 5, '{"y~0000000000000002":[3,6]}'),
+            ("j", X, 1, 2, "{}"),
+        ],
+        vector=[(Y, 4)],
+    )
     async with opened(config) as store:
         k = await store.read("k")
         assert sorted(k, key=lambda e: e.actor) == [
