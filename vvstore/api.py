@@ -138,8 +138,9 @@ def error_response(exc: VVStoreError) -> web.Response:
     if status is None:
         status = 400 if isinstance(exc, RequestError) else 503
     headers = {}
-    if isinstance(exc, Unavailable) and exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if status == 503:  # every 503 says when to come back
+        hint = exc.retry_after if isinstance(exc, Unavailable) else 1.0
+        headers["Retry-After"] = str(max(1, round(hint)))
     if isinstance(exc, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="vvstore"'
     body = {"error": {"code": exc.code, "message": exc.message}}

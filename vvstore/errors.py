@@ -185,13 +185,14 @@ class StoreError(VVStoreError):
 class Unavailable(StoreError):
     """The write could not be committed (commit failed, disk full, queue full).
 
-    The outcome is indefinite: it may have been applied. ``retry_after`` is a hint in seconds.
+    The outcome is indefinite: it may have been applied. ``retry_after`` is a hint in seconds
+    (every 503 answer carries it as ``Retry-After``).
     """
 
     code = "unavailable"
     definite = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

@@ -173,7 +173,7 @@ def _floors_json(entry: Entry) -> str | None:
 
 
 def _entry_from_row(actor: str, seq: int, total: int, floors: str | None) -> Entry:
-    if floors is None or floors == "{}":
+    if floors is None:
         return Entry(actor, seq, total)
     return Entry(actor, seq, total, {a: Floor(s, t) for a, (s, t) in json.loads(floors).items()})
 
@@ -434,7 +434,7 @@ class Store:
             self._actor_ids[name] = number
             self._actor_names[number] = name
         self._vector = dict(await _rows(self._db, "SELECT actor, seq FROM vector"))
-        self._seq = max(self._vector.get(self.actor, 0), await self._own_seq(self._db))
+        self._seq = max(self._vector.get(self.actor, 0), await self._own_seq(self.actor))
         self._pending_khashes = await self._unresolved_copies()
         # From here on, DML opens a transaction implicitly and commit() ends it: one round trip
         # to the SQLite thread fewer per group than an explicit BEGIN.
@@ -568,7 +568,7 @@ class Store:
         while not self._queue.empty():
             op = self._queue.get_nowait()
             if not op.future.done():
-                op.future.set_exception(Unavailable("the node is shutting down", retry_after=1.0))
+                op.future.set_exception(Unavailable("the node is shutting down"))
 
     async def _release(self) -> None:
         # Reads in flight finish first (each is one short call); later ones get Unavailable.
@@ -588,11 +588,11 @@ class Store:
 
     async def _submit(self, op: _Op) -> Any:
         if self._closing:
-            raise Unavailable("the node is shutting down", retry_after=1.0)
+            raise Unavailable("the node is shutting down")
         try:
             self._queue.put_nowait(op)
         except asyncio.QueueFull:
-            raise Unavailable("the write queue is full", retry_after=1.0) from None
+            raise Unavailable("the write queue is full") from None
         return await op.future
 
     def _future(self) -> asyncio.Future[Any]:
@@ -742,9 +742,7 @@ class Store:
                     purge.future.set_result(await self._purge(purge))
                 except Exception as exc:
                     log.exception("purge of idempotency records failed")
-                    purge.future.set_exception(
-                        Unavailable(f"the purge failed: {exc}", retry_after=1.0)
-                    )
+                    purge.future.set_exception(Unavailable(f"the purge failed: {exc}"))
                 finally:
                     self._queue.task_done()
             try:
@@ -752,16 +750,14 @@ class Store:
             except asyncio.CancelledError:
                 for op in ops:  # stopped mid-group: the outcome is unknown to the waiters
                     if not op.future.done():
-                        op.future.set_exception(
-                            Unavailable("the node stopped during the write", retry_after=1.0)
-                        )
+                        op.future.set_exception(Unavailable("the node stopped during the write"))
                 raise
             except Exception as exc:  # a failed group never kills the writer
                 log.exception("write group failed")
                 for op in ops:
                     if not op.future.done():
                         op.future.set_exception(
-                            Unavailable(f"the write could not be committed: {exc}", retry_after=1.0)
+                            Unavailable(f"the write could not be committed: {exc}")
                         )
             finally:
                 for _ in ops:
@@ -1143,13 +1139,13 @@ class Store:
         errors, raise :class:`Unavailable`.
         """
         if self._reader is None or self._reads_closed:
-            raise Unavailable("the node is shutting down", retry_after=1.0)
+            raise Unavailable("the node is shutting down")
         self._reads += 1
         self._reads_idle.clear()
         try:
             return await _rows(self._reader, sql, params)
         except sqlite3.Error as exc:
-            raise Unavailable(f"the read failed: {exc}", retry_after=1.0) from exc
+            raise Unavailable(f"the read failed: {exc}") from exc
         finally:
             self._reads -= 1
             if not self._reads:
@@ -1184,10 +1180,7 @@ class Store:
         """The committed node-level vector V."""
         vector = dict(await self._query("SELECT actor, seq FROM vector"))
         actor = self.actor  # read before the entries: a switch after this only adds
-        own = 0
-        if actor in self._actor_ids:
-            ((own,),) = await self._query(_OWN_SEQ, (self._actor_ids[actor],))
-            own = own or 0
+        own = await self._own_seq(actor)
         if own > vector.get(actor, 0):
             vector[actor] = own
         return VersionVector(vector)
@@ -1207,11 +1200,12 @@ class Store:
         )
         return {bytes(kh) for (kh,) in rows}
 
-    async def _own_seq(self, db: aiosqlite.Connection) -> int:
-        """The highest committed seq of our actor, through the dot index."""
-        if self.actor not in self._actor_ids:
+    async def _own_seq(self, actor: str) -> int:
+        """The highest committed seq of ``actor``, through the dot index (0: none)."""
+        number = self._actor_ids.get(actor)
+        if number is None:
             return 0
-        ((seq,),) = await _rows(db, _OWN_SEQ, (self._actor_ids[self.actor],))
+        ((seq,),) = await self._query(_OWN_SEQ, (number,))
         return int(seq or 0)
 
     async def page(self, request: PullRequest) -> Page:
@@ -1229,7 +1223,7 @@ class Store:
         page = _PageBuilder(self.config.page_entries, self.config.page_bytes)
         actor: str | None
         if request.cursor is None:
-            actor, after = await self._next_actor(None), 0
+            actor, after = self._next_actor(None), 0
         else:
             actor, after = request.cursor
         while actor is not None:
@@ -1253,7 +1247,7 @@ class Store:
             if cutoff is not None:
                 after = cutoff
                 continue
-            actor, after = await self._next_actor(actor), 0
+            actor, after = self._next_actor(actor), 0
         return self._page(snapshot, page, None)
 
     def _page(
@@ -1275,7 +1269,7 @@ class Store:
             return []
         return await self._query(_ENTRIES_AFTER, (number, bound, limit))
 
-    async def _next_actor(self, after: str | None) -> str | None:
+    def _next_actor(self, after: str | None) -> str | None:
         """The first actor with entries here after ``after`` in name order (None: no more)."""
         later = [name for name in self._actor_names.values() if after is None or name > after]
         return min(later, default=None)

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
-from vvstore.api import BATCH_BODY_LIMIT, COUNTER_BODY_LIMIT, create_app
+from vvstore import errors
+from vvstore.api import BATCH_BODY_LIMIT, COUNTER_BODY_LIMIT, create_app, error_response
 from vvstore.config import NodeConfig
 from vvstore.node import Node
 
@@ -796,3 +797,19 @@ def test_random_key_segments_never_produce_5xx(make_config: Callable[..., NodeCo
             assert_no_5xx(*send(method, raw("/counters/" + segment)))
 
         request_random_segment()
+
+
+def test_every_503_carries_retry_after_and_every_other_status_does_not() -> None:
+    classes: list[type[errors.VVStoreError]] = [errors.VVStoreError]
+    seen = 0
+    while classes:
+        cls = classes.pop()
+        # The error tree of vvstore.errors (the client's own reply errors are not answers).
+        classes.extend(c for c in cls.__subclasses__() if c.__module__ == errors.__name__)
+        response = error_response(cls("x"))
+        has_hint = "Retry-After" in response.headers
+        assert has_hint == (response.status == 503), (cls.__name__, response.status)
+        seen += response.status == 503
+    assert seen >= 2  # Unavailable and at least one store error that falls back to 503
+    slow = error_response(errors.Unavailable("x", retry_after=4.6))
+    assert slow.headers["Retry-After"] == "5"
