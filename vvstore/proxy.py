@@ -28,6 +28,15 @@ a change applies to live connections):
   in order. The proxy holds at most :data:`MAX_DELAYED_BYTES` per direction of a connection and
   stops reading beyond that, so TCP flow control pushes back on the sender.
 
+A direction in mode ``pass`` or ``delay`` may also have a *bandwidth* (bytes per second; 0, the
+default, is unlimited), set by :meth:`FaultProxy.limit` or ``set_direction(..., bandwidth=)``.
+Like a real link's, it is shared by every connection in that direction: the direction has one
+wire, busy until some instant, and each :data:`PIECE_BYTES` piece of a connection waits for the
+wire, occupies it for ``len(piece) / bandwidth`` seconds, then is forwarded (after the delay,
+when there is one: latency adds to transmission time). A pump waiting for the wire reads
+nothing more, so TCP flow control pushes back on the sender, and the policy is judged again for
+every piece, so a change to drop or refuse applies within one piece.
+
 Healing: a blackholed connection may have lost bytes in the middle of an HTTP message, so
 whenever a direction leaves ``drop`` (by :meth:`FaultProxy.set_direction`,
 :meth:`~FaultProxy.partition` or :meth:`~FaultProxy.heal`), every connection that dropped bytes
@@ -55,7 +64,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self, get_args
 
-__all__ = ["MAX_DELAYED_BYTES", "FaultProxy", "Mode", "Policy"]
+__all__ = ["MAX_DELAYED_BYTES", "PIECE_BYTES", "FaultProxy", "Mode", "Policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +81,11 @@ CHUNK_BYTES = 64 * 1024
 # reading, so a delayed link costs bounded memory whatever the sender does.
 MAX_DELAYED_BYTES = 1024 * 1024
 
+# Under a bandwidth limit a chunk goes out in pieces of this size, each taking its turn on the
+# direction's wire: small enough that connections sharing a direction interleave finely and a
+# policy change applies promptly, large enough that pacing costs little.
+PIECE_BYTES = 4 * 1024
+
 # How long a graceful close may take to flush to a peer that does not read before the proxy
 # resets the connection instead.
 _CLOSE_TIMEOUT_S = 5.0
@@ -81,14 +95,19 @@ _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """What happens to bytes in one direction; ``delay`` in seconds, only for mode "delay"."""
+    """What happens to bytes in one direction.
+
+    ``delay`` in seconds, only for mode "delay"; ``bandwidth`` in bytes per second shared by
+    every connection in the direction, 0 for unlimited, only for modes "pass" and "delay".
+    """
 
     mode: Mode = "pass"
     delay: float = 0.0
+    bandwidth: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-friendly dict."""
-        return {"mode": self.mode, "delay": self.delay}
+        return {"mode": self.mode, "delay": self.delay, "bandwidth": self.bandwidth}
 
 
 _PASS = Policy()
@@ -172,8 +191,13 @@ class _Connection:
         _reset(self.upstream)
 
 
+def _delay(policy: Policy) -> float:
+    return policy.delay if policy.mode == "delay" else 0.0
+
+
 class _Pump:
-    """Copies one direction of one connection, judging every chunk against the policy."""
+    """Copies one direction of one connection, judging every chunk (every piece, under a
+    bandwidth limit) against the policy."""
 
     def __init__(
         self,
@@ -203,6 +227,10 @@ class _Pump:
             while True:
                 chunk = await self._reader.read(CHUNK_BYTES)
                 policy = self._proxy.policy(*self._direction)
+                if chunk:
+                    if not await self._carry(chunk, policy):
+                        return True
+                    continue
                 if policy.mode == "refuse":
                     self._proxy._abort(self._conn)
                     return True
@@ -210,18 +238,38 @@ class _Pump:
                     # The end of stream is blackholed too: the other side keeps waiting, as it
                     # would behind a real partition, until a heal resets the connection.
                     self._conn.lost.add(self._direction)
-                    if not chunk:
-                        return False
-                    self._proxy._dropped[self._direction] += len(chunk)
-                    continue
-                delay = policy.delay if policy.mode == "delay" else 0.0
-                if not chunk:
-                    await self._finish(delay)
-                    return True
-                await self._forward(chunk, delay)
+                    return False
+                await self._finish(_delay(policy))
+                return True
         except OSError:
             # Reset or broken pipe on either socket: the connection is over.
             return True
+
+    async def _carry(self, chunk: bytes, policy: Policy) -> bool:
+        """Pass, drop or delay ``chunk``; False when a refuse policy reset the connection.
+
+        Under a bandwidth limit the chunk goes a piece at a time, each piece judged against the
+        policy current once it has had its turn on the wire.
+        """
+        offset = 0
+        while offset < len(chunk):
+            if policy.mode == "refuse":
+                self._proxy._abort(self._conn)
+                return False
+            if policy.mode == "drop":
+                self._conn.lost.add(self._direction)
+                self._proxy._dropped[self._direction] += len(chunk) - offset
+                return True
+            size = len(chunk) - offset
+            if policy.bandwidth > 0:
+                size = min(size, PIECE_BYTES)
+                await self._proxy._transmit(self._direction, size, policy.bandwidth)
+                policy = self._proxy.policy(*self._direction)
+                if policy.mode in ("drop", "refuse"):
+                    continue
+            await self._forward(chunk[offset : offset + size], _delay(policy))
+            offset += size
+        return True
 
     async def _forward(self, chunk: bytes, delay: float) -> None:
         if delay <= 0 and not self._queue:
@@ -297,6 +345,8 @@ class FaultProxy:
         self._carried: Counter[Direction] = Counter()
         self._dropped: Counter[Direction] = Counter()
         self._delayed: Counter[Direction] = Counter()
+        # Per direction, the loop time until which its wire carries pieces already sent.
+        self._busy_until: dict[Direction, float] = {}
         self._accepted = 0
         self._refused = 0
         self._aborted = 0
@@ -403,6 +453,15 @@ class FaultProxy:
             self._conns.discard(conn)
             await _shut_down(writer, up_writer, graceful=not conn.reset)
 
+    async def _transmit(self, direction: Direction, size: int, bandwidth: float) -> None:
+        """Wait until ``size`` bytes have been sent on ``direction``'s wire at ``bandwidth``,
+        after the pieces that took the wire before them."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        end = max(now, self._busy_until.get(direction, now)) + size / bandwidth
+        self._busy_until[direction] = end
+        await asyncio.sleep(end - now)
+
     # -- policy -----------------------------------------------------------------------------
 
     def policy(self, a: str, b: str) -> Policy:
@@ -418,15 +477,36 @@ class FaultProxy:
         """Every name that appears in a link."""
         return frozenset(name for pair in self._links for name in pair)
 
-    def set_direction(self, a: str, b: str, mode: Mode, delay: float = 0.0) -> None:
+    def set_direction(
+        self, a: str, b: str, mode: Mode, delay: float = 0.0, bandwidth: float = 0.0
+    ) -> None:
         """Set what happens to bytes flowing from ``a`` to ``b`` on every link between them.
 
         ``delay`` (seconds, > 0) is required for mode "delay" and refused for the others.
+        ``bandwidth`` (bytes per second, shared by every connection from ``a`` to ``b``; 0 for
+        unlimited) applies to modes "pass" and "delay" and is refused for the others.
         Names need not have a link yet: the policy applies to links added later.
         """
         policies = dict(self._policies)
-        policies[(a, b)] = self._make_policy(a, b, mode, delay)
+        policies[(a, b)] = self._make_policy(a, b, mode, delay, bandwidth)
         self._replace(policies)
+
+    def limit(self, a: str, b: str, bytes_per_second: float, delay: float = 0.0) -> None:
+        """Let bytes from ``a`` to ``b`` through at ``bytes_per_second`` (> 0), shared by every
+        connection in that direction, each byte ``delay`` seconds late on top (mode "delay"
+        when ``delay`` > 0, else "pass"). The other direction is left as it is.
+        """
+        if (
+            isinstance(bytes_per_second, bool)
+            or not isinstance(bytes_per_second, int | float)
+            or not bytes_per_second > 0
+        ):
+            raise ValueError(
+                f"limit needs bytes_per_second > 0, got {bytes_per_second!r} "
+                "(for no limit, set the direction to 'pass')"
+            )
+        mode: Mode = "delay" if isinstance(delay, int | float) and delay > 0 else "pass"
+        self.set_direction(a, b, mode, delay, bytes_per_second)
 
     def cut(self, a: str, b: str, mode: Literal["drop", "refuse"] = "drop") -> None:
         """Stop bytes from ``a`` to ``b`` only; the other direction is left as it is."""
@@ -475,11 +555,12 @@ class FaultProxy:
         self._replace(policies)
 
     def heal(self) -> None:
-        """Set every direction back to pass, resetting the connections that dropped bytes."""
+        """Set every direction back to pass (no delay, no bandwidth limit), resetting the
+        connections that dropped bytes."""
         self._replace({})
 
     @staticmethod
-    def _make_policy(a: str, b: str, mode: Mode, delay: float) -> Policy:
+    def _make_policy(a: str, b: str, mode: Mode, delay: float, bandwidth: float) -> Policy:
         _check_name(a)
         _check_name(b)
         if a == b:
@@ -492,7 +573,18 @@ class FaultProxy:
             raise ValueError("mode 'delay' needs delay > 0")
         if mode != "delay" and delay != 0:
             raise ValueError(f"delay only applies to mode 'delay', not {mode!r}")
-        return Policy(mode, float(delay))
+        if (
+            isinstance(bandwidth, bool)
+            or not isinstance(bandwidth, int | float)
+            or not math.isfinite(bandwidth)
+            or bandwidth < 0
+        ):
+            raise ValueError(
+                f"bandwidth must be a finite number of bytes per second >= 0, got {bandwidth!r}"
+            )
+        if mode not in ("pass", "delay") and bandwidth != 0:
+            raise ValueError(f"bandwidth only applies to modes 'pass' and 'delay', not {mode!r}")
+        return Policy(mode, float(delay), float(bandwidth))
 
     def _replace(self, policies: dict[Direction, Policy]) -> None:
         """Install ``policies`` and apply what the change means for live connections."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
 
-from vvstore.proxy import MAX_DELAYED_BYTES, FaultProxy, Policy
+from vvstore.proxy import MAX_DELAYED_BYTES, PIECE_BYTES, FaultProxy, Policy
 
 DEADLINE_S = 5.0
 QUIET_S = 0.3  # how long "nothing arrives" is watched for
@@ -90,6 +91,14 @@ async def proxy() -> AsyncIterator[FaultProxy]:
 @pytest.fixture
 async def target() -> AsyncIterator[Target]:
     t = Target()
+    await t.start()
+    yield t
+    await t.close()
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Target]:
+    t = Target(echo=False)
     await t.start()
     yield t
     await t.close()
@@ -380,3 +389,148 @@ async def test_http_through_a_link_survives_partition_and_heal(proxy: FaultProxy
     finally:
         await proxy.close()
         await runner.cleanup()
+
+
+def numbered(size: int) -> bytes:
+    """``size`` bytes whose pattern (period 251, prime) shows any loss or reordering."""
+    return bytes(i % 251 for i in range(size))
+
+
+async def test_a_bandwidth_limit_paces_a_bulk_transfer(
+    proxy: FaultProxy, sink: Target, clients: Clients
+) -> None:
+    loop = asyncio.get_running_loop()
+    _, writer = await clients.open(await link_port(proxy, sink))
+    proxy.limit("A", "B", 100_000)
+    payload = numbered(200_000)
+
+    started = loop.time()
+    writer.write(payload)
+    await writer.drain()
+
+    await eventually(lambda: len(sink.received) == len(payload), "the whole payload")
+    assert loop.time() - started >= 1.8  # 200 KB at 100 KB/s
+    assert sink.received == payload
+    assert proxy.bytes_carried("A", "B") == len(payload)
+
+
+async def test_connections_in_one_direction_share_its_bandwidth(
+    proxy: FaultProxy, sink: Target, clients: Clients
+) -> None:
+    loop = asyncio.get_running_loop()
+    port = await link_port(proxy, sink)
+    _, first = await clients.open(port)
+    _, second = await clients.open(port)
+    await eventually(lambda: sink.connections == 2, "two connections")
+    proxy.limit("A", "B", 100_000)
+
+    started = loop.time()
+    first.write(b"1" * 100_000)
+    second.write(b"2" * 100_000)
+
+    await eventually(lambda: len(sink.received) >= 100_000, "half of the bytes")
+    # Sharing, not taking turns: so far each connection has had about half of the wire.
+    assert sink.received.count(b"1") >= 30_000
+    assert sink.received.count(b"2") >= 30_000
+    await eventually(lambda: len(sink.received) == 200_000, "all the bytes")
+    assert loop.time() - started >= 1.8  # 200 KB in all at 100 KB/s
+
+
+async def test_bandwidth_and_latency_add_up(
+    proxy: FaultProxy, sink: Target, clients: Clients
+) -> None:
+    loop = asyncio.get_running_loop()
+    _, writer = await clients.open(await link_port(proxy, sink))
+    proxy.limit("A", "B", 100_000, delay=0.5)
+    payload = numbered(50_000)
+
+    started = loop.time()
+    writer.write(payload)
+    await writer.drain()
+
+    await stays(lambda: sink.received == b"", "nothing arrives within the latency")
+    await eventually(lambda: len(sink.received) == len(payload), "the whole payload")
+    assert loop.time() - started >= 0.95  # 0.5 s on the wire, then 0.5 s of latency
+    assert sink.received == payload
+    assert proxy.policy("A", "B") == Policy("delay", 0.5, 100_000.0)
+    stats = json.loads(json.dumps(proxy.stats()))
+    a_to_b = next(d for d in stats["directions"] if (d["from"], d["to"]) == ("A", "B"))
+    assert a_to_b == {
+        "from": "A",
+        "to": "B",
+        "mode": "delay",
+        "delay": 0.5,
+        "bandwidth": 100_000.0,
+        "carried": len(payload),
+        "dropped": 0,
+        "delayed": 0,
+    }
+
+
+async def test_a_bandwidth_limit_leaves_the_other_direction_alone(
+    proxy: FaultProxy, target: Target, clients: Clients
+) -> None:
+    loop = asyncio.get_running_loop()
+    reader, writer = await clients.open(await link_port(proxy, target))
+    proxy.limit("B", "A", 20_000)  # the echoes only
+    payload = numbered(20_000)
+
+    started = loop.time()
+    writer.write(payload)
+    await writer.drain()
+
+    await eventually(lambda: target.received == payload, "the request")
+    assert proxy.bytes_carried("B", "A") < 10_000, "the request was paced like the echo"
+    assert await asyncio.wait_for(reader.readexactly(len(payload)), DEADLINE_S) == payload
+    assert loop.time() - started >= 0.9  # 20 KB of echo at 20 KB/s
+    assert proxy.policy("A", "B") == Policy()
+
+
+async def test_a_drop_under_a_bandwidth_limit_applies_within_a_piece(
+    proxy: FaultProxy, sink: Target, clients: Clients
+) -> None:
+    _, writer = await clients.open(await link_port(proxy, sink))
+    proxy.limit("A", "B", 20_000)  # a piece every 0.2 s
+    writer.write(b"x" * 60_000)
+    await writer.drain()
+    await eventually(lambda: len(sink.received) >= PIECE_BYTES, "the first piece")
+
+    proxy.cut("A", "B")
+    carried = proxy.bytes_carried("A", "B")
+
+    await eventually(
+        lambda: proxy.bytes_carried("A", "B") + proxy.bytes_dropped("A", "B") == 60_000,
+        "the rest dropped",
+    )
+    assert proxy.bytes_carried("A", "B") == carried == len(sink.received)
+
+
+async def test_bandwidth_arguments_are_checked(proxy: FaultProxy) -> None:
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="bandwidth must be a finite number"):
+            proxy.set_direction("A", "B", "pass", bandwidth=bad)
+    with pytest.raises(ValueError, match="bandwidth must be a finite number"):
+        proxy.set_direction("A", "B", "pass", bandwidth=True)
+    with pytest.raises(ValueError, match="bandwidth must be a finite number"):
+        proxy.set_direction("A", "B", "pass", bandwidth="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bandwidth must be a finite number"):
+        proxy.limit("A", "B", math.inf)
+    for mode in ("drop", "refuse"):
+        with pytest.raises(
+            ValueError, match=f"bandwidth only applies to modes 'pass' and 'delay', not '{mode}'"
+        ):
+            proxy.set_direction("A", "B", mode, bandwidth=1000)
+    for rate in (0, -5.0, math.nan):
+        with pytest.raises(ValueError, match="limit needs bytes_per_second > 0"):
+            proxy.limit("A", "B", rate)
+    with pytest.raises(ValueError, match="limit needs bytes_per_second > 0"):
+        proxy.limit("A", "B", None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="delay must be a finite number"):
+        proxy.limit("A", "B", 1000, delay=-1.0)
+    assert proxy.policies() == {}  # a refused call sets nothing
+
+    proxy.limit("A", "B", 1000)
+    assert proxy.policy("A", "B") == Policy("pass", 0.0, 1000.0)
+    assert proxy.policy("B", "A") == Policy()
+    proxy.set_direction("A", "B", "pass")
+    assert proxy.policies() == {}
