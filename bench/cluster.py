@@ -141,7 +141,7 @@ class _Cluster:
                 headers={"Content-Type": "application/json"},
             ) as response:
                 body = await response.read()
-            page = decode_page(body, max_actors=1024)
+            page = decode_page(body)
             streams = {
                 f: getattr(page, f) for f in ("entries", "records", "marks") if hasattr(page, f)
             }

@@ -1,8 +1,8 @@
 """The package's layering, checked on the source with ``ast``.
 
-- The pure core (clock, counter, codec, errors, config, checker, idempotency, auth) imports
-  only the standard library and other core modules, and never a clock, randomness or an event
-  loop: time and randomness are passed in.
+- The pure core (clock, counter, codec, errors, config, checker, idempotency, auth, paging)
+  imports only the standard library and other core modules, and never a clock, randomness or an
+  event loop: time and randomness are passed in.
 - Only vvstore/store.py talks to SQLite (aiosqlite).
 - Only the HTTP server side (api.py, node.py, and testing helpers) imports aiohttp.web.
 
@@ -27,7 +27,7 @@ PACKAGE = "vvstore"
 
 #: The pure core.
 CORE = frozenset(
-    {"clock", "counter", "codec", "errors", "config", "checker", "idempotency", "auth"}
+    {"clock", "counter", "codec", "errors", "config", "checker", "idempotency", "auth", "paging"}
 )
 REQUIRED_CORE = frozenset({"clock", "counter", "codec", "errors", "config"})
 #: Standard-library modules the core must not use: time and randomness are passed in, and the

@@ -216,8 +216,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["--node-id", "c1", "--port", "70000"], "port"),
         (["--node-id", "c1", "--sync-interval", "0"], "sync_interval"),
         (["--node-id", "c1", "--peer", "ftp://x"], "peer"),
+        (["--node-id", "c1", "--peer-connect-timeout", "0"], "peer_connect_timeout"),
+        (["--node-id", "c1", "--peer-read-timeout", "-1"], "peer_read_timeout"),
     ],
-    ids=["node-id", "port", "sync-interval", "peer"],
+    ids=["node-id", "port", "sync-interval", "peer", "connect-timeout", "read-timeout"],
 )
 def test_invalid_config_is_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], words: str

@@ -24,6 +24,7 @@ from aiohttp import web
 from vvstore.auth import ClusterAuth, TokenAuth, credential_for
 from vvstore.clock import VersionVector
 from vvstore.codec import (
+    MAX_SYNC_REQUEST_BYTES,
     Notice,
     Outcome,
     Page,
@@ -32,6 +33,7 @@ from vvstore.codec import (
     counter_body,
     decode_batch,
     decode_increment,
+    decode_int_param,
     decode_key,
     decode_notice,
     decode_pull_request,
@@ -69,7 +71,8 @@ log = logging.getLogger(__name__)
 
 COUNTER_BODY_LIMIT = 64 * 1024
 BATCH_BODY_LIMIT = 1024 * 1024
-SYNC_BODY_LIMIT = 2 * 1024 * 1024
+# Two vectors at their byte limit and an envelope: the codec's bound on what a peer may send.
+SYNC_BODY_LIMIT = MAX_SYNC_REQUEST_BYTES
 COUNTERS_PREFIX = "/counters/"
 
 
@@ -78,9 +81,6 @@ class NodeService(Protocol):
 
     @property
     def node_id(self) -> str: ...
-
-    @property
-    def max_vector_actors(self) -> int: ...
 
     async def write(self, writes: Sequence[Write]) -> list[Outcome]: ...
 
@@ -296,11 +296,9 @@ def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
 
 async def list_counters(request: web.Request) -> web.Response:
     query = _query(request, {"prefix", "limit", "after"})
-    raw_limit = query.get("limit", "100")
-    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        raise InvalidRequest(f"limit must be an integer from 1 to 1000, got {raw_limit!r}")
+    limit = decode_int_param("limit", query.get("limit", "100"), 1, 1000)
     counters, cursor = await _service(request).list_counters(
-        prefix=query.get("prefix", ""), after=query.get("after"), limit=int(raw_limit)
+        prefix=query.get("prefix", ""), after=query.get("after"), limit=limit
     )
     return _json(
         {"counters": [{"key": k, "value": s.value()} for k, s in counters], "next": cursor}
@@ -315,18 +313,14 @@ async def post_batch(request: web.Request) -> web.Response:
 
 async def sync_pull(request: web.Request) -> web.Response:
     service = _service(request)
-    pull = decode_pull_request(
-        await _body(request, SYNC_BODY_LIMIT), max_actors=service.max_vector_actors
-    )
+    pull = decode_pull_request(await _body(request, SYNC_BODY_LIMIT))
     page = await service.serve_pull(pull)
     return web.Response(body=encode_page(page), content_type="application/json")
 
 
 async def sync_notice(request: web.Request) -> web.Response:
     service = _service(request)
-    notice = decode_notice(
-        await _body(request, SYNC_BODY_LIMIT), max_actors=service.max_vector_actors
-    )
+    notice = decode_notice(await _body(request, SYNC_BODY_LIMIT))
     vector = await service.receive_notice(notice)
     return _json({"node": service.node_id, "vector": vector.to_dict()})
 

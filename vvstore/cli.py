@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -25,6 +26,11 @@ from vvstore.errors import ConfigError, VVStoreError
 __all__ = ["main"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _default(name: str) -> Any:
+    """NodeConfig's default for the field ``name``: the one place defaults are written."""
+    return next(f.default for f in dataclasses.fields(NodeConfig) if f.name == name)
 
 
 def _client_flags(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="longest backoff on a failing peer (default 2)",
     )
+    for name, help_text in (
+        ("peer_connect_timeout", "seconds to wait for a TCP connection to a peer"),
+        (
+            "peer_read_timeout",
+            "seconds a sync call may go without receiving a byte; not the call's total time,"
+            " so slow links complete",
+        ),
+    ):
+        default = _default(name)
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            type=float,
+            default=default,
+            metavar="SECONDS",
+            help=f"{help_text} (default {default:g})",
+        )
     serve.add_argument(
         "--token-file",
         metavar="PATH",
@@ -196,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 peers=tuple(args.peer),
                 sync_interval=args.sync_interval,
                 backoff_cap=args.backoff_cap,
+                peer_connect_timeout=args.peer_connect_timeout,
+                peer_read_timeout=args.peer_read_timeout,
                 token=_read_secret(args.token_file, "token", "VVSTORE_TOKEN"),
                 cluster_secret=_read_secret(args.cluster_secret_file, "cluster secret"),
             )

@@ -41,9 +41,15 @@ from vvstore.idempotency import Record, normalize_idempotency_key
 __all__ = [
     "ACTOR_ID_RE",
     "FORMAT_VERSION",
+    "MAX_FLOORS_BYTES",
     "MAX_KEY_BYTES",
+    "MAX_NUMBER_CHARS",
+    "MAX_PAGE_BODY_BYTES",
     "MAX_PAGE_BYTES",
     "MAX_PAGE_ENTRIES",
+    "MAX_SYNC_REQUEST_BYTES",
+    "MAX_VECTOR_BYTES",
+    "HugeNumber",
     "Notice",
     "Outcome",
     "Page",
@@ -52,6 +58,7 @@ __all__ = [
     "counter_body",
     "decode_batch",
     "decode_increment",
+    "decode_int_param",
     "decode_key",
     "decode_notice",
     "decode_page",
@@ -62,17 +69,47 @@ __all__ = [
     "encode_pull_request",
     "encode_record",
     "entry_size",
+    "floors_bytes",
     "make_actor_id",
+    "mark_size",
+    "page_envelope_size",
     "read_body",
+    "record_size",
     "validate_key",
+    "vector_bytes",
 ]
 
 #: Version of the sync payloads. Append-only: a node refuses a version it does not know.
 FORMAT_VERSION = 1
 MAX_KEY_BYTES = 256
-#: The most entries, and bytes, a node accepts in one sync page (what it sends may be less).
-MAX_PAGE_ENTRIES = 5000
+
+# Sync limits, in encoded bytes (UTF-8, as the JSON goes on the wire), each the one definition
+# that senders keep within and receivers enforce. They stop a hostile or broken peer; no state
+# a cluster reaches in use should come near them (see docs/security.md for the arithmetic).
+#
+#: A version vector's JSON object (a page's or notice's vector; a pull's vector or snapshot).
+#: An actor costs at most 80 bytes (a 57-character id, a 19-digit seq, quotes, colon, comma),
+#: so this holds 6,553 actors of the longest ids, and 5,000 with room to spare.
+MAX_VECTOR_BYTES = 512 * 1024
+#: One entry's floors object: a floor costs at most 103 bytes (id, seq, a 20-character total),
+#: so this holds 7,635 floors of the longest ids. A reset that would need more is refused.
+MAX_FLOORS_BYTES = 768 * 1024
+#: The items of one page (entries, records, marks, with their separating commas): the most a
+#: node's page_bytes may be, and more than the largest legal entry (a 256-byte key, escaped,
+#: and floors at their limit), so every entry fits some page.
 MAX_PAGE_BYTES = 1 << 20
+#: Room for what is neither items nor vector: field names, node and actor ids, the cursor.
+_ENVELOPE_BYTES = 64 * 1024
+#: The most bytes a receiver reads of one page: its items, its vector, its envelope.
+MAX_PAGE_BODY_BYTES = MAX_PAGE_BYTES + MAX_VECTOR_BYTES + _ENVELOPE_BYTES
+#: The most bytes a node reads of a sync request (a pull carries two vectors, a notice one).
+MAX_SYNC_REQUEST_BYTES = 2 * MAX_VECTOR_BYTES + _ENVELOPE_BYTES
+#: The most items of each kind in one page (what a node sends may be less).
+MAX_PAGE_ENTRIES = 5000
+#: The most characters of a JSON number that is converted at all: int64 needs 20, and Python
+#: refuses (with a ValueError) to convert more than 4,300 digits. Longer numbers decode to a
+#: :class:`HugeNumber` that every field validator refuses by name.
+MAX_NUMBER_CHARS = 40
 ACTOR_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,40}~[0-9a-f]{16}")
 
 Cursor = tuple[str, int]
@@ -126,8 +163,28 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+class HugeNumber:
+    """A JSON integer of more than :data:`MAX_NUMBER_CHARS` characters, left unconverted.
+
+    Converting it would cost time quadratic in its length (or raise beyond 4,300 digits); no
+    field accepts it, and each field's validator refuses it naming the field.
+    """
+
+    __slots__ = ("chars",)
+
+    def __init__(self, chars: int) -> None:
+        self.chars = chars
+
+    def __repr__(self) -> str:
+        return f"an integer of {self.chars} characters"
+
+
+def _parse_int(text: str) -> int | HugeNumber:
+    return int(text) if len(text) <= MAX_NUMBER_CHARS else HugeNumber(len(text))
+
+
 # Built once: json.loads with any keyword builds a new decoder on every call.
-_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_int=_parse_int)
 
 
 def read_body(body: bytes) -> Any:
@@ -143,6 +200,23 @@ def read_body(body: bytes) -> Any:
         raise ValueError("body is not UTF-8") from None
 
 
+def decode_int_param(name: str, raw: str, low: int, high: int) -> int:
+    """A decimal integer query parameter in ``[low, high]``, checked for size before conversion.
+
+    :raises InvalidRequest: naming the parameter, for anything else (signs, spaces, non-ASCII
+        digits, more than :data:`MAX_NUMBER_CHARS` digits, a value out of range).
+    """
+    if (
+        not raw.isascii()
+        or not raw.isdigit()
+        or len(raw) > MAX_NUMBER_CHARS
+        or not low <= int(raw) <= high
+    ):
+        shown = raw if len(raw) <= 40 else f"{raw[:20]}... ({len(raw)} characters)"
+        raise InvalidRequest(f"{name} must be an integer from {low} to {high}, got {shown!r}")
+    return int(raw)
+
+
 def _client_json(body: bytes) -> Any:
     try:
         return read_body(body)
@@ -155,6 +229,11 @@ def _is_int(value: object) -> bool:
 
 
 def _amount(value: object, where: str) -> int:
+    if isinstance(value, HugeNumber):
+        raise InvalidRequest(
+            f"{where}amount must be an integer of at most {MAX_NUMBER_CHARS} characters,"
+            f" got {value!r}"
+        )
     if not _is_int(value):
         raise InvalidRequest(f"{where}amount must be an integer, got {type(value).__name__}")
     assert isinstance(value, int)
@@ -310,7 +389,9 @@ def _check_version(obj: object) -> Mapping[str, Any]:
     return obj
 
 
-def _peer_json(body: bytes) -> Mapping[str, Any]:
+def _peer_json(body: bytes, limit: int) -> Mapping[str, Any]:
+    if len(body) > limit:
+        raise MalformedPayload(f"payload of {len(body)} bytes is over the {limit} byte limit")
     try:
         obj = read_body(body)
     except ValueError as exc:
@@ -345,17 +426,36 @@ def _total(value: object, what: str) -> int:
     return value
 
 
-def _vector(value: object, what: str, max_actors: int) -> VersionVector:
+def _wire_bytes(obj: Any) -> int:
+    """Bytes of ``obj`` encoded as the sync payloads encode it (compact, UTF-8)."""
+    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def vector_bytes(vector: Mapping[str, int]) -> int:
+    """Encoded bytes of a vector's JSON object, the measure :data:`MAX_VECTOR_BYTES` bounds."""
+    return _wire_bytes(vector)
+
+
+def floors_bytes(floors: Mapping[str, Floor]) -> int:
+    """Encoded bytes of an entry's floors object, the measure :data:`MAX_FLOORS_BYTES` bounds."""
+    return _wire_bytes(_floors_wire(floors))
+
+
+def _vector(value: object, what: str) -> VersionVector:
     if not isinstance(value, dict):
         raise MalformedPayload(f"{what} must be an object of actor id -> seq")
-    if len(value) > max_actors:
-        raise MalformedPayload(f"{what} has {len(value)} actors, more than {max_actors}")
     for actor in value:
         _actor(actor, f"{what} id")
     try:
-        return VersionVector.from_dict(value)
+        vector = VersionVector.from_dict(value)
     except ClockError as exc:
         raise MalformedPayload(f"{what}: {exc}") from None
+    size = vector_bytes(value)
+    if size > MAX_VECTOR_BYTES:
+        raise MalformedPayload(
+            f"{what} takes {size} bytes ({len(value)} actors), more than {MAX_VECTOR_BYTES}"
+        )
+    return vector
 
 
 def _cursor(value: object) -> Cursor | None:
@@ -376,26 +476,44 @@ def encode_pull_request(request: PullRequest) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_pull_request(body: bytes, *, max_actors: int) -> PullRequest:
-    obj = _peer_json(body)
+def decode_pull_request(body: bytes) -> PullRequest:
+    obj = _peer_json(body, MAX_SYNC_REQUEST_BYTES)
     _exact_fields(obj, {"vector", "cursor", "snapshot"})
     snapshot = obj["snapshot"]
     return PullRequest(
-        vector=_vector(obj["vector"], "vector", max_actors),
+        vector=_vector(obj["vector"], "vector"),
         cursor=_cursor(obj["cursor"]),
-        snapshot=None if snapshot is None else _vector(snapshot, "snapshot", max_actors),
+        snapshot=None if snapshot is None else _vector(snapshot, "snapshot"),
     )
+
+
+def _floors_wire(floors: Mapping[str, Floor]) -> dict[str, list[int]]:
+    return {a: [f.seq, f.total] for a, f in sorted(floors.items())}
 
 
 def encode_entry(key: str, entry: Entry) -> list[Any]:
     """An entry on the wire: ``[actor, seq, key, total, {actor: [seq, total]}]``."""
-    floors = {a: [f.seq, f.total] for a, f in sorted(entry.floors.items())}
-    return [entry.actor, entry.seq, key, entry.total, floors]
+    return [entry.actor, entry.seq, key, entry.total, _floors_wire(entry.floors)]
 
 
 def entry_size(key: str, entry: Entry) -> int:
-    """Bytes ``entry`` takes in a page (used to bound pages by size)."""
-    return len(json.dumps(encode_entry(key, entry), separators=(",", ":"), ensure_ascii=False)) + 1
+    """Bytes ``entry`` adds to a page: its encoding in UTF-8, and a separating comma."""
+    return _wire_bytes(encode_entry(key, entry)) + 1
+
+
+def record_size(record: Record) -> int:
+    """Bytes ``record`` adds to a page: its encoding in UTF-8, and a separating comma."""
+    return _wire_bytes(encode_record(record)) + 1
+
+
+def mark_size(by: Cursor, marked: Cursor) -> int:
+    """Bytes a mark adds to a page: its encoding, and a separating comma."""
+    return _wire_bytes([*by, *marked]) + 1
+
+
+def page_envelope_size(vector: VersionVector, node: str, actor: str, cursor: Cursor | None) -> int:
+    """Bytes of a page with no items: the part :func:`entry_size` and its kin do not count."""
+    return len(encode_page(Page(node, actor, vector, (), cursor)))
 
 
 def encode_page(page: Page) -> bytes:
@@ -466,7 +584,7 @@ def _ordered(name: str, dots: list[Cursor]) -> None:
             raise MalformedPayload(f"{name} must be in (actor, seq) order")
 
 
-def _entry(value: object, i: int, max_actors: int) -> tuple[str, Entry]:
+def _entry(value: object, i: int) -> tuple[str, Entry]:
     where = f"entries[{i}]"
     if not isinstance(value, list) or len(value) != 5:
         raise MalformedPayload(f"{where} must be [actor, seq, key, total, floors]")
@@ -478,8 +596,8 @@ def _entry(value: object, i: int, max_actors: int) -> tuple[str, Entry]:
         raise MalformedPayload(f"{where} key: {exc.message}") from None
     total = _total(value[3], f"{where} total")
     raw_floors = value[4]
-    if not isinstance(raw_floors, dict) or len(raw_floors) > max_actors:
-        raise MalformedPayload(f"{where} floors must be an object of at most {max_actors} actors")
+    if not isinstance(raw_floors, dict):
+        raise MalformedPayload(f"{where} floors must be an object of actor id -> [seq, total]")
     floors: dict[str, Floor] = {}
     for floor_actor, pair in raw_floors.items():
         _actor(floor_actor, f"{where} floor actor")
@@ -488,18 +606,23 @@ def _entry(value: object, i: int, max_actors: int) -> tuple[str, Entry]:
         floors[floor_actor] = Floor(
             _seq(pair[0], f"{where} floor seq"), _total(pair[1], f"{where} floor total")
         )
+    size = floors_bytes(floors)
+    if size > MAX_FLOORS_BYTES:
+        raise MalformedPayload(
+            f"{where} floors take {size} bytes ({len(floors)} actors), more than {MAX_FLOORS_BYTES}"
+        )
     own = floors.get(actor)
     if own is not None and own.seq > seq:
         raise MalformedPayload(f"{where} carries a floor for its own actor beyond its seq")
     return key, Entry(actor, seq, total, floors)
 
 
-def decode_page(body: bytes, *, max_actors: int) -> Page:
+def decode_page(body: bytes) -> Page:
     """Validate a whole page before anything of it is applied.
 
     Entries must be in strictly increasing ``(actor, seq)`` order, as the protocol sends them.
     """
-    obj = _peer_json(body)
+    obj = _peer_json(body, MAX_PAGE_BODY_BYTES)
     _exact_fields(obj, {"node", "actor", "vector", "entries", "records", "marks", "next"})
     node = obj["node"]
     if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
@@ -508,7 +631,7 @@ def decode_page(body: bytes, *, max_actors: int) -> Page:
     raw_entries = obj["entries"]
     if not isinstance(raw_entries, list) or len(raw_entries) > MAX_PAGE_ENTRIES:
         raise MalformedPayload(f"entries must be a list of at most {MAX_PAGE_ENTRIES}")
-    entries = tuple(_entry(e, i, max_actors) for i, e in enumerate(raw_entries))
+    entries = tuple(_entry(e, i) for i, e in enumerate(raw_entries))
     for (_, a), (_, b) in itertools.pairwise(entries):
         if (a.actor, a.seq) >= (b.actor, b.seq):
             raise MalformedPayload("entries must be in strictly increasing (actor, seq) order")
@@ -523,7 +646,7 @@ def decode_page(body: bytes, *, max_actors: int) -> Page:
     return Page(
         node=node,
         actor=actor,
-        vector=_vector(obj["vector"], "vector", max_actors),
+        vector=_vector(obj["vector"], "vector"),
         entries=entries,
         next=_cursor(obj["next"]),
         records=records,
@@ -541,8 +664,8 @@ def encode_notice(notice: Notice) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def decode_notice(body: bytes, *, max_actors: int) -> Notice:
-    obj = _peer_json(body)
+def decode_notice(body: bytes) -> Notice:
+    obj = _peer_json(body, MAX_SYNC_REQUEST_BYTES)
     _exact_fields(obj, {"node", "actor", "vector"})
     node = obj["node"]
     if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
@@ -550,5 +673,5 @@ def decode_notice(body: bytes, *, max_actors: int) -> Notice:
     return Notice(
         node=node,
         actor=_actor(obj["actor"], "actor"),
-        vector=_vector(obj["vector"], "vector", max_actors),
+        vector=_vector(obj["vector"], "vector"),
     )

@@ -59,11 +59,16 @@ class NodeConfig:
     sync_interval: float = 1.0
     # Upper bound, in seconds, of the backoff on a failing peer (it doubles from sync_interval).
     backoff_cap: float = 2.0
-    # Seconds one call to a peer may take before it counts as failed.
-    peer_timeout: float = 2.0
+    # Seconds a call to a peer may wait for its TCP connection before it counts as failed.
+    peer_connect_timeout: float = 2.0
+    # Seconds a call to a peer may go without receiving a byte (for the reply to begin, or
+    # between two reads of it) before it counts as failed. It measures progress, not the
+    # call's total time, so a slow link that keeps delivering completes any page; a dead or
+    # blackholed peer is noticed after this long. Raise it for links that stall for seconds.
+    peer_read_timeout: float = 2.0
     # Seconds a whole pull round may take before it is abandoned (V is then not raised).
-    # Long enough for a node started empty to pull a large state in one round (each page call
-    # is bounded by peer_timeout anyway); a round cut short starts again from V.
+    # Long enough for a node started empty to pull a large state in one round; a round cut
+    # short starts again from V.
     round_timeout: float = 600.0
     # Most pages one pull round may fetch before it is abandoned.
     round_max_pages: int = 10_000
@@ -73,10 +78,10 @@ class NodeConfig:
     queue_limit: int = 10_000
     # Most writes the writer applies in one transaction (one commit, one fsync).
     max_group: int = 2_000
-    # Most actors accepted in one version vector from a peer.
-    max_vector_actors: int = 256
-    # Most entries, and most encoded bytes, in one sync page this node sends (at most 5,000
-    # and 1 MiB, the most any node accepts).
+    # Most entries, and most encoded bytes of entries, records and marks, in one sync page this
+    # node sends (at most 5,000 and 1 MiB, the most any node accepts: vvstore.codec's
+    # MAX_PAGE_ENTRIES and MAX_PAGE_BYTES). A single entry larger than page_bytes still goes,
+    # alone on its page. Smaller pages suit slow links: each is one request.
     page_entries: int = 5_000
     page_bytes: int = 1 << 20
     # Keys whose state the writer keeps in memory (an LRU); misses read SQLite.
@@ -116,7 +121,8 @@ class NodeConfig:
         positive = {
             "sync_interval": self.sync_interval,
             "backoff_cap": self.backoff_cap,
-            "peer_timeout": self.peer_timeout,
+            "peer_connect_timeout": self.peer_connect_timeout,
+            "peer_read_timeout": self.peer_read_timeout,
             "round_timeout": self.round_timeout,
             "shutdown_timeout": self.shutdown_timeout,
             "clock_window": self.clock_window,
@@ -149,7 +155,6 @@ class NodeConfig:
             "round_max_pages": (self.round_max_pages, 1, 10_000_000),
             "queue_limit": (self.queue_limit, 1, 10_000_000),
             "max_group": (self.max_group, 1, 100_000),
-            "max_vector_actors": (self.max_vector_actors, 1, 100_000),
             "page_entries": (self.page_entries, 1, 5000),
             "page_bytes": (self.page_bytes, 1024, 1 << 20),
             "cache_keys": (self.cache_keys, 0, 100_000_000),

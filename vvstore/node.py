@@ -124,10 +124,6 @@ class Node:
     def node_id(self) -> str:
         return self.config.node_id
 
-    @property
-    def max_vector_actors(self) -> int:
-        return self.config.max_vector_actors
-
     async def write(self, writes: Sequence[Write]) -> list[Outcome]:
         return await self.store.write(writes)
 
@@ -188,8 +184,8 @@ def node_app(config: NodeConfig) -> web.Application:
                 HttpPeer(
                     url,
                     session,
-                    timeout=config.peer_timeout,
-                    max_actors=config.max_vector_actors,
+                    connect_timeout=config.peer_connect_timeout,
+                    read_timeout=config.peer_read_timeout,
                     cluster=cluster,
                 )
                 for url in config.peers

@@ -1,8 +1,12 @@
 """HttpPeer: the sync protocol spoken to another node over aiohttp's client.
 
-The only module that speaks to other nodes. Every call has a timeout; a response body is read
-to at most the page limit plus 64 KiB and validated in full (:mod:`vvstore.codec`) before
-anything of it is returned, so a hostile or broken peer can waste one call, never corrupt us.
+The only module that speaks to other nodes. Every call times out on lack of progress: on
+connecting, and on any gap between received bytes longer than the read timeout (never on the
+call's total time, which a slow link may stretch to minutes for a large page; the sync round
+has a deadline of its own). A response body is read to at most
+:data:`~vvstore.codec.MAX_PAGE_BODY_BYTES` and validated in full (:mod:`vvstore.codec`)
+before anything of it is returned, so a hostile or broken peer can waste one call, never
+corrupt us.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import aiohttp
 
 from vvstore.auth import NONCE_HEADER, ClusterAuth
 from vvstore.codec import (
-    MAX_PAGE_BYTES,
+    MAX_PAGE_BODY_BYTES,
     Notice,
     Page,
     PullRequest,
@@ -39,15 +43,16 @@ class HttpPeer:
         url: str,
         session: aiohttp.ClientSession,
         *,
-        timeout: float,
-        max_actors: int,
+        connect_timeout: float,
+        read_timeout: float,
         cluster: ClusterAuth | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._max_response = MAX_PAGE_BYTES + 64 * 1024
-        self._max_actors = max_actors
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_read=read_timeout
+        )
+        self._max_response = MAX_PAGE_BODY_BYTES
         self._cluster = cluster
         # The peer's node id, learned from its /health: signed requests name their recipient.
         self.node_id: str | None = None
@@ -107,14 +112,14 @@ class HttpPeer:
                 self.bytes_received += len(data)
                 return bytes(data)
         except TimeoutError:
-            raise PeerTimeout(f"{self.url}{path} did not answer in time") from None
+            raise PeerTimeout(f"{self.url}{path} made no progress in time") from None
         except aiohttp.ClientError as exc:
             raise PeerUnreachable(f"{self.url}{path}: {exc}") from None
 
     async def pull(self, request: PullRequest) -> Page:
         data = await self._post("/sync/pull", encode_pull_request(request))
         try:
-            return decode_page(data, max_actors=self._max_actors)
+            return decode_page(data)
         except CodecError as exc:
             log.warning("invalid_response from %s: %s", self.url, exc)
             raise

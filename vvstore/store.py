@@ -37,13 +37,13 @@ import aiosqlite
 
 from vvstore.clock import VersionVector
 from vvstore.codec import (
+    MAX_FLOORS_BYTES,
     Outcome,
     Page,
     PullRequest,
     Write,
     counter_body,
-    encode_record,
-    entry_size,
+    floors_bytes,
     make_actor_id,
 )
 from vvstore.config import NodeConfig
@@ -59,6 +59,7 @@ from vvstore.errors import (
     Unavailable,
 )
 from vvstore.idempotency import Record, compensations, fingerprint, key_hash
+from vvstore.paging import PageBuilder
 
 __all__ = ["DB_FILE", "MIGRATIONS", "SCHEMA_VERSION", "ApplyResult", "Store"]
 
@@ -182,6 +183,23 @@ Dot = tuple[str, int]
 T = TypeVar("T")
 
 
+# A floor's encoding never exceeds this many bytes (a 57-character actor id, a 19-digit seq, a
+# 20-character total, punctuation): below MAX_FLOORS_BYTES / this, floors need no measuring.
+_FLOOR_BYTES_BOUND = 103
+
+
+def _check_floors(key: str, entry: Entry) -> None:
+    """Refuse a reset whose entry every peer would refuse (floors over the sync limit)."""
+    if len(entry.floors) * _FLOOR_BYTES_BOUND <= MAX_FLOORS_BYTES:
+        return
+    size = floors_bytes(entry.floors)
+    if size > MAX_FLOORS_BYTES:
+        raise Overflow(
+            f"resetting {key!r} would need {size} bytes of floors ({len(entry.floors)} siblings),"
+            f" more than the {MAX_FLOORS_BYTES} a peer accepts"
+        )
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -303,59 +321,6 @@ async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) 
     return list(await db.execute_fetchall(sql, params))
 
 
-class _PageBuilder:
-    """Collects a page's items one seq at a time, within its item and byte budgets."""
-
-    def __init__(self, limit: int, budget: int) -> None:
-        self.limit = limit
-        self.budget = budget
-        self.size = 0
-        self.count = 0
-        self.entries: list[tuple[str, Entry]] = []
-        self.records: list[Record] = []
-        self.marks: list[tuple[Dot, Dot]] = []
-        self.cursor: Dot | None = None
-
-    @property
-    def room(self) -> int:
-        return max(0, self.limit - self.count)
-
-    def add(self, actor: str, seq: int, items: list[tuple[int, Any]]) -> bool:
-        """Add every item of one seq, or nothing when the page is full (always the first)."""
-        decoded: list[tuple[int, Any]] = []
-        cost = 0
-        for kind, row in items:
-            if kind == 0:
-                _, key, total, floors = row
-                entry = _entry_from_row(actor, seq, total, floors)
-                decoded.append((0, (key, entry)))
-                cost += entry_size(key, entry)
-            elif kind == 1:
-                _, kh, fp, key, amount = row
-                record = Record(actor, seq, bytes(kh), bytes(fp), key, amount)
-                decoded.append((1, record))
-                cost += len(json.dumps(encode_record(record), ensure_ascii=False)) + 1
-            else:
-                _, marked_actor, marked_seq = row
-                decoded.append((2, ((actor, seq), (marked_actor, marked_seq))))
-                cost += len(actor) + len(marked_actor) + 48
-        if self.count and (
-            self.count + len(decoded) > self.limit or self.size + cost > self.budget
-        ):
-            return False
-        for kind, item in decoded:
-            if kind == 0:
-                self.entries.append(item)
-            elif kind == 1:
-                self.records.append(item)
-            else:
-                self.marks.append(item)
-        self.count += len(decoded)
-        self.size += cost
-        self.cursor = (actor, seq)
-        return True
-
-
 class Store:
     """A node's durable state. Open with :meth:`open`; close with :meth:`close`."""
 
@@ -427,14 +392,15 @@ class Store:
         self._db = await aiosqlite.connect(path, isolation_level=None)
         await self._pragmas(self._db)
         await self._migrate(self._db)
-        await self._load_identity(path)
         self._reader = await aiosqlite.connect(path, isolation_level=None)
         await self._pragmas(self._reader)
+        # Actors, V and the stored actor's counter first: a new incarnation must leave the
+        # actor it replaces in V at that counter, or peers would send all of its entries back.
         for number, name in await _rows(self._db, "SELECT id, name FROM actors"):
             self._actor_ids[name] = number
             self._actor_names[number] = name
         self._vector = dict(await _rows(self._db, "SELECT actor, seq FROM vector"))
-        self._seq = max(self._vector.get(self.actor, 0), await self._own_seq(self.actor))
+        await self._load_identity(path)
         self._pending_khashes = await self._unresolved_copies()
         # From here on, DML opens a transaction implicitly and commit() ends it: one round trip
         # to the SQLite thread fewer per group than an explicit BEGIN.
@@ -503,6 +469,7 @@ class Store:
         self.incarnation = int(meta.get("incarnation", "0"))
         self.unsafe_evictions = int(meta.get("unsafe_evictions", "0"))
         self.actor = meta.get("actor", "")
+        self._seq = max(self._vector.get(self.actor, 0), await self._own_seq(self.actor))
         updates = {
             "node_id": self.node_id,
             "file_identity": file_identity,
@@ -514,7 +481,15 @@ class Store:
             updates.update(self._new_incarnation(reason))
         await db.execute("BEGIN IMMEDIATE")
         await db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", updates.items())
+        await db.executemany(
+            "INSERT INTO vector VALUES (?, ?) ON CONFLICT (actor) DO UPDATE"
+            " SET seq = max(seq, excluded.seq)",
+            self._pending_vector.items(),
+        )
         await db.execute("COMMIT")
+        self._vector.update(self._pending_vector)
+        self._pending_meta.clear()
+        self._pending_vector.clear()
 
     def _new_incarnation(self, reason: str) -> dict[str, str]:
         """Switch to a new actor id; the change is committed with the next transaction.
@@ -990,6 +965,7 @@ class Store:
             seq += 1
             if write.reset:
                 entry = state.reset(self.actor, seq)
+                _check_floors(write.key, entry)
             else:
                 entry = state.increment(self.actor, seq, write.amount)
             state = state.with_entry(entry)
@@ -1220,7 +1196,7 @@ class Store:
         snapshot = request.snapshot
         if snapshot is None or not (await self.vector()).descends(snapshot):
             snapshot = await self.vector()
-        page = _PageBuilder(self.config.page_entries, self.config.page_bytes)
+        page = PageBuilder(self.config.page_entries, self.config.page_bytes)
         actor: str | None
         if request.cursor is None:
             actor, after = self._next_actor(None), 0
@@ -1242,26 +1218,31 @@ class Store:
                     if cutoff is None or row[0] <= cutoff:
                         by_seq.setdefault(row[0], []).append((kind, row))
             for seq in sorted(by_seq):
-                if not page.add(actor, seq, by_seq[seq]):
-                    return self._page(snapshot, page, page.cursor)
+                if not self._add_seq(page, actor, seq, by_seq[seq]):
+                    return page.page(self.node_id, self.actor, snapshot, last=False)
             if cutoff is not None:
                 after = cutoff
                 continue
             actor, after = self._next_actor(actor), 0
-        return self._page(snapshot, page, None)
+        return page.page(self.node_id, self.actor, snapshot, last=True)
 
-    def _page(
-        self, vector: VersionVector, page: _PageBuilder, cursor: tuple[str, int] | None
-    ) -> Page:
-        return Page(
-            self.node_id,
-            self.actor,
-            vector,
-            tuple(page.entries),
-            cursor,
-            tuple(page.records),
-            tuple(page.marks),
-        )
+    @staticmethod
+    def _add_seq(page: PageBuilder, actor: str, seq: int, rows: list[tuple[int, Any]]) -> bool:
+        """Offer the rows of one seq (entries, records, marks by kind) to ``page``."""
+        entries: list[tuple[str, Entry]] = []
+        records: list[Record] = []
+        marked: list[Dot] = []
+        for kind, row in rows:
+            if kind == 0:
+                _, key, total, floors = row
+                entries.append((key, _entry_from_row(actor, seq, total, floors)))
+            elif kind == 1:
+                _, kh, fp, key, amount = row
+                records.append(Record(actor, seq, bytes(kh), bytes(fp), key, amount))
+            else:
+                _, marked_actor, marked_seq = row
+                marked.append((marked_actor, marked_seq))
+        return page.add((actor, seq), entries, records, marked)
 
     async def _entries_after(self, actor: str, bound: int, limit: int) -> list[Any]:
         number = self._actor_ids.get(actor)

@@ -67,9 +67,9 @@ class Network:
     def register(self, name: str, node: Node) -> None:
         self.nodes[name] = node
 
-    def peer(self, src: str, dst: str, *, max_actors: int = 256) -> MemoryPeer:
+    def peer(self, src: str, dst: str) -> MemoryPeer:
         """A :class:`~vvstore.sync.Peer` that ``src`` uses to reach ``dst``."""
-        return MemoryPeer(self, src, dst, max_actors=max_actors)
+        return MemoryPeer(self, src, dst)
 
     def partition(self, *groups: Iterable[str]) -> None:
         sets = [set(g) for g in groups]
@@ -105,13 +105,12 @@ class Network:
 class MemoryPeer:
     """One node's view of another across a :class:`Network`."""
 
-    def __init__(self, network: Network, src: str, dst: str, *, max_actors: int) -> None:
+    def __init__(self, network: Network, src: str, dst: str) -> None:
         self.network = network
         self.src = src
         self.dst = dst
         self.url = f"memory://{dst}"
         self.bytes_received = 0
-        self._max_actors = max_actors
 
     def _target(self) -> Node:
         if not self.network.passes(self.src, self.dst):
@@ -127,22 +126,18 @@ class MemoryPeer:
         stats.calls += 1
         stats.request_bytes += len(body)
         target = self._target()
-        page = await target.serve_pull(
-            decode_pull_request(body, max_actors=target.max_vector_actors)
-        )
+        page = await target.serve_pull(decode_pull_request(body))
         reply = encode_page(page)
         if not self.network.passes(self.dst, self.src):
             raise PeerTimeout(f"{self.dst} -> {self.src}: reply lost")
         stats.reply_bytes += len(reply)
         self.bytes_received += len(reply)
         stats.entries += len(page.entries)
-        return decode_page(reply, max_actors=self._max_actors)
+        return decode_page(reply)
 
     async def notify(self, notice: Notice) -> None:
         target = self._target()
-        await target.receive_notice(
-            decode_notice(encode_notice(notice), max_actors=target.max_vector_actors)
-        )
+        await target.receive_notice(decode_notice(encode_notice(notice)))
 
 
 async def open_memory_node(
@@ -158,11 +153,7 @@ async def open_memory_node(
     The sync loop starts only when ``start_sync`` is true; tests usually step rounds by hand.
     """
     name = config.node_id
-    peers = [
-        network.peer(name, other, max_actors=config.max_vector_actors)
-        for other in peer_names
-        if other != name
-    ]
+    peers = [network.peer(name, other) for other in peer_names if other != name]
     node = await Node.open(config, peers=peers, rng=random.Random(seed))
     network.register(name, node)
     if start_sync:

@@ -477,8 +477,8 @@ async def test_http_peer_refuses_a_tampered_response_and_applies_nothing(
         peer = HttpPeer(
             str(server.make_url("")),
             session,
-            timeout=5,
-            max_actors=256,
+            connect_timeout=5,
+            read_timeout=5,
             cluster=ClusterAuth(SECRET, node.node_id),
         )
         before = await node.store.vector()

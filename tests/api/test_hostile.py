@@ -33,12 +33,17 @@ from vvstore.api import BATCH_BODY_LIMIT, COUNTER_BODY_LIMIT, SYNC_BODY_LIMIT, c
 from vvstore.auth import NONCE_HEADER, RESPONSE_SIGNATURE_HEADER, ClusterAuth, TokenAuth
 from vvstore.codec import (
     FORMAT_VERSION,
+    MAX_FLOORS_BYTES,
     MAX_KEY_BYTES,
-    MAX_PAGE_BYTES,
+    MAX_PAGE_BODY_BYTES,
     MAX_PAGE_ENTRIES,
+    MAX_VECTOR_BYTES,
     Write,
+    floors_bytes,
+    vector_bytes,
 )
 from vvstore.config import NodeConfig
+from vvstore.counter import Floor
 from vvstore.errors import (
     ConflictingEntry,
     MalformedPayload,
@@ -60,13 +65,50 @@ NODE = "n1"
 PEER = "peer"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 BODY_TIMEOUT = 0.5
-MAX_ACTORS = 256  # NodeConfig.max_vector_actors, the default
 A = "fake~0123456789abcdef"  # the fake responder's actor
 B = "other~fedcba9876543210"
 
 
 def actor(i: int) -> str:
     return f"a{i}~{i:016x}"
+
+
+def long_actor(i: int) -> str:
+    """An actor id of the longest legal form (a 40-character node id)."""
+    return f"{i:040d}~{i:016x}"
+
+
+def _over(limit: int, measure: Callable[[int], int]) -> int:
+    """The least count whose measure exceeds ``limit`` (the measure grows with the count)."""
+    count = 1
+    while measure(count) <= limit:
+        count *= 2
+    low, high = count // 2, count
+    while low + 1 < high:
+        mid = (low + high) // 2
+        low, high = (mid, high) if measure(mid) <= limit else (low, mid)
+    return high
+
+
+def big_vector(n: int) -> dict[str, int]:
+    return {long_actor(i): 2**63 - 1 for i in range(n)}
+
+
+def big_floors(n: int) -> dict[str, list[int]]:
+    return {long_actor(i): [2**63 - 1, -(2**63)] for i in range(n)}
+
+
+#: The fewest actors (of the longest ids and seqs) over the vector limit, and floors over theirs.
+VECTOR_OVER = _over(MAX_VECTOR_BYTES, lambda n: vector_bytes(big_vector(n)))
+FLOORS_OVER = _over(
+    MAX_FLOORS_BYTES,
+    lambda n: floors_bytes({a: Floor(s, t) for a, (s, t) in big_floors(n).items()}),
+)
+
+
+def test_the_byte_limits_hold_5000_actors_of_the_longest_ids() -> None:
+    assert VECTOR_OVER > 5000
+    assert FLOORS_OVER > 5000
 
 
 @pytest.fixture
@@ -176,7 +218,7 @@ def test_the_size_limits_are_the_documented_ones() -> None:
     assert (COUNTER_BODY_LIMIT, BATCH_BODY_LIMIT, SYNC_BODY_LIMIT) == (
         64 * 1024,
         1024 * 1024,
-        2 * 1024 * 1024,
+        1088 * 1024,
     )
 
 
@@ -386,12 +428,12 @@ HOSTILE_PULLS: list[tuple[str, bytes, str]] = [
     ("bad-actor-id", json.dumps(pull_json(vector={"nobody": 1})).encode(), "invalid_payload"),
     (
         "too-many-actors",
-        json.dumps(pull_json(vector={actor(i): 1 for i in range(MAX_ACTORS + 1)})).encode(),
+        json.dumps(pull_json(vector=big_vector(VECTOR_OVER))).encode(),
         "invalid_payload",
     ),
     (
         "too-many-snapshot-actors",
-        json.dumps(pull_json(snapshot={actor(i): 1 for i in range(MAX_ACTORS + 1)})).encode(),
+        json.dumps(pull_json(snapshot=big_vector(VECTOR_OVER))).encode(),
         "invalid_payload",
     ),
     ("negative-cursor", json.dumps(pull_json(cursor=[A, -1])).encode(), "invalid_payload"),
@@ -455,7 +497,7 @@ async def test_a_malformed_pull_request_is_refused_and_the_node_keeps_serving(
                 "v": 1,
                 "node": PEER,
                 "actor": f"{PEER}~0123456789abcdef",
-                "vector": {actor(i): 1 for i in range(MAX_ACTORS + 1)},
+                "vector": big_vector(VECTOR_OVER),
             },
             "invalid_payload",
         ),
@@ -556,8 +598,8 @@ async def responder(aiohttp_server: AiohttpServer) -> AsyncIterator[Callable[...
             peer = HttpPeer(
                 str(server.make_url("")),
                 session,
-                timeout=timeout,
-                max_actors=MAX_ACTORS,
+                connect_timeout=timeout,
+                read_timeout=timeout,
                 cluster=ClusterAuth(SECRET, NODE),
             )
             return fake, peer
@@ -577,10 +619,10 @@ HOSTILE_PAGES: list[tuple[str, list[bytes], ClusterAuth | None, type[VVStoreErro
     ("bool-version", [encoded(v=True)], FAKE_SIGNER, MalformedPayload, "integer format version"),
     (
         "huge-vector",
-        [encoded(vector={actor(i): 1 for i in range(MAX_ACTORS + 1)})],
+        [encoded(vector=big_vector(VECTOR_OVER))],
         FAKE_SIGNER,
         MalformedPayload,
-        "257 actors",
+        f"{VECTOR_OVER} actors\\), more than {MAX_VECTOR_BYTES}",
     ),
     (
         "out-of-order",
@@ -640,10 +682,10 @@ HOSTILE_PAGES: list[tuple[str, list[bytes], ClusterAuth | None, type[VVStoreErro
     ),
     (
         "too-many-floors",
-        [encoded(entries=[[A, 1, "k", 5, {actor(i): [1, 1] for i in range(MAX_ACTORS + 1)}]])],
+        [encoded(entries=[[A, 1, "k", 5, big_floors(FLOORS_OVER)]])],
         FAKE_SIGNER,
         MalformedPayload,
-        "floors must be an object of at most",
+        f"{FLOORS_OVER} actors\\), more than {MAX_FLOORS_BYTES}",
     ),
     (
         "too-many-entries",
@@ -678,7 +720,7 @@ HOSTILE_PAGES: list[tuple[str, list[bytes], ClusterAuth | None, type[VVStoreErro
     ("not-json", [b"<html>hello</html>"], FAKE_SIGNER, MalformedPayload, "not valid JSON"),
     (
         "too-large",
-        [padded(encoded(), MAX_PAGE_BYTES + 64 * 1024 + 1)],
+        [padded(encoded(), MAX_PAGE_BODY_BYTES + 1)],
         FAKE_SIGNER,
         MalformedPayload,
         "too large",
@@ -722,7 +764,7 @@ HOSTILE_PAGES: list[tuple[str, list[bytes], ClusterAuth | None, type[VVStoreErro
         MalformedPayload,
         "cursor did not advance",
     ),
-    ("stalls", [b"STALL"], FAKE_SIGNER, PeerTimeout, "did not answer in time"),
+    ("stalls", [b"STALL"], FAKE_SIGNER, PeerTimeout, "made no progress in time"),
 ]
 
 

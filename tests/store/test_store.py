@@ -168,6 +168,34 @@ async def test_a_copied_directory_gets_a_new_actor_but_keeps_its_data(
         assert await value(store, "k") == 7
 
 
+async def test_a_copied_directory_keeps_its_earlier_actors_in_v_from_the_start(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    """Issue 8.4: V held no earlier actor until the first commit (identity was decided before
+    the counter was loaded), so the first pull fetched all of the earlier actors' entries."""
+    config = make_config()
+    async with opened(config) as store:
+        first = store.actor
+        for i in range(5):
+            await store.increment(f"k{i}", 1)
+    copy = make_config(data_dir=str(tmp_path / "copy"))
+    shutil.copytree(config.data_dir, copy.data_dir)
+    async with opened(copy) as store:
+        second = store.actor
+        assert second != first
+        assert await store.vector() == VersionVector({first: 5})
+        await store.increment("k0", 1)
+    again = make_config(data_dir=str(tmp_path / "again"))
+    shutil.copytree(copy.data_dir, again.data_dir)
+    async with opened(again) as store:
+        assert store.actor not in (first, second)
+        vector = await store.vector()
+        assert vector == VersionVector({first: 5, second: 1})
+        # A peer asking with this V gets nothing back: nothing is shipped twice.
+        page = await store.page(PullRequest(vector))
+        assert page.entries == () and page.last
+
+
 async def test_another_node_id_is_refused(make_config: MakeConfig) -> None:
     config = make_config("n1")
     async with opened(config) as store:
