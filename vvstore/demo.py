@@ -25,8 +25,8 @@ writes.
 
 This module is an orchestration shell over :mod:`vvstore.launcher`, :mod:`vvstore.proxy`,
 :mod:`vvstore.client` and :mod:`vvstore.checker`. It must never signal a process it did not
-start, listen on anything but loopback, or return (even on Ctrl-C) with a node or the proxy
-still running.
+start, write to a node it did not start, listen on anything but loopback, or return (even on
+Ctrl-C) with a node or the proxy still running.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import random
@@ -659,23 +660,38 @@ def _plan(
 
 
 @contextlib.contextmanager
-def _reserved_ports(wanted: Sequence[int]) -> Iterator[list[int]]:
-    """Bind the nodes' ports (0: any free port) until the block ends; yield the port numbers.
+def _reserved_ports(wanted: Mapping[str, int]) -> Iterator[dict[str, int]]:
+    """Bind each node's port (0: any free port) until the block ends; yield the port numbers.
 
     The proxy's links bind ephemeral ports of their own before the nodes start; holding the
     nodes' ports meanwhile keeps a link from taking one of them. A wanted port that cannot be
-    bound is not held: its node will fail to start and say why in its log.
+    bound is held by another process (another node, perhaps another demo's): a node started
+    there could only fail, so every such port is named at once, before anything starts.
+
+    :raises _CouldNotRun: when a wanted port cannot be bound.
     """
     with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        for port in wanted:
+        ports: dict[str, int] = {}
+        busy: list[str] = []
+        all_in_use = True
+        for name, port in wanted.items():
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             try:
                 sock.bind(("127.0.0.1", port))
-            except OSError:
+            except OSError as exc:
                 if port == 0:
                     raise
-            ports.append(port or int(sock.getsockname()[1]))
+                in_use = exc.errno == errno.EADDRINUSE
+                all_in_use = all_in_use and in_use
+                busy.append(f"{port} (node {name})" if in_use else f"{port} (node {name}: {exc})")
+            ports[name] = port or int(sock.getsockname()[1])
+        if busy:
+            ports_are = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(busy)} are"
+            what = "already in use" if all_in_use else "not free"
+            raise _CouldNotRun(
+                f"{ports_are} {what} on 127.0.0.1, so no node was started; "
+                "use --port 0 for free ports, or another --port"
+            )
         yield ports
 
 
@@ -712,9 +728,10 @@ class _Run:
     async def start(self) -> None:
         names = self.options.names
         base = self.options.port
-        with _reserved_ports([base + i if base else 0 for i in range(len(names))]) as ports:
-            links = await self._link(dict(zip(names, ports, strict=True)))
-        for name, port in zip(names, ports, strict=True):
+        wanted = {name: base + i if base else 0 for i, name in enumerate(names)}
+        with _reserved_ports(wanted) as ports:
+            links = await self._link(ports)
+        for name, port in ports.items():
             peers = [f"http://127.0.0.1:{links[(name, other)]}" for other in names if other != name]
             process = ServerProcess(
                 name,

@@ -1,7 +1,9 @@
 """Start and stop real ``vvstore serve`` processes on loopback (demo, fault suite, tests).
 
 Each process is started with ``sys.executable -m vvstore serve``, its output goes to a log
-file, and :meth:`ServerProcess.wait_ready` polls ``/health`` against a deadline. Processes are
+file, and :meth:`ServerProcess.wait_ready` polls ``/health`` and ``/status`` against a deadline
+until the node answering on the port is the one it started (its node id and its PID): a port
+that another process already serves must never pass for a node that came up. Processes are
 only ever signalled by the PID this module started; nothing here searches for processes by
 name. Ports are picked by binding port 0 on 127.0.0.1 and releasing it, so that every node's
 URL is known before any node starts (nodes need their peers' URLs on the command line).
@@ -19,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -32,9 +35,39 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """Who answered on a node's port: /health's ``node``, /status's HTTP status and ``pid``."""
+
+    node: object
+    status: int
+    pid: object
+
+    def __str__(self) -> str:
+        node = "no node id" if self.node is None else f"node {self.node}"
+        if self.status == 200:
+            return f"{node}, pid {self.pid}"
+        if self.status == 401:
+            return f"{node}, pid unknown: /status refused the request (401)"
+        return f"{node}, pid unknown: /status answered {self.status}"
+
+
+async def _json_object(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The response's JSON object, or {} when the body is not one (whoever sent it)."""
+    try:
+        body = await response.json(content_type=None)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 @dataclass
 class ServerProcess:
-    """One ``vvstore serve`` process: its node id, data directory, port and peers."""
+    """One ``vvstore serve`` process: its node id, data directory, port and peers.
+
+    ``token`` is the bearer token the node requires (when it was started with one), sent on
+    ``/status`` by :meth:`wait_ready`; the launcher does not pass it to the node itself.
+    """
 
     node_id: str
     data_dir: Path
@@ -44,6 +77,7 @@ class ServerProcess:
     extra_args: Sequence[str] = ()
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -84,22 +118,64 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     async def wait_ready(self, timeout: float = 15.0) -> None:
-        """Poll ``/health`` until it answers, the process dies, or ``timeout`` passes.
+        """Poll until this node answers on its port, the process dies, or ``timeout`` passes.
 
-        :raises RuntimeError: with the node's log when it did not come up.
+        The node answering must be the one this object started: ``GET /health`` names
+        :attr:`node_id` and ``GET /status`` names the PID of :attr:`process`. Another process
+        serving the port (a node started by someone else, with any node id) is not this node
+        coming up: polling goes on, and the error then names the port and who answered. When
+        the node requires a token and :attr:`token` is None, /status answers 401 and only the
+        node id is checked: a node with the same node id on the same port then passes.
+
+        :raises RuntimeError: with the node's log when it did not come up (first line: what
+            happened, including the other process seen on the port, if any).
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        seen: _Answer | None = None
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
             while loop.time() < deadline:
                 if not self.running():
-                    raise RuntimeError(f"node {self.node_id} exited early:\n{self.log()}")
+                    why = ""
+                    if seen is not None:
+                        why = f" (port {self.port} is answered by another process: {seen})"
+                    raise RuntimeError(f"node {self.node_id} exited early{why}:\n{self.log()}")
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(self.url + "/health") as response:
-                        if response.status == 200:
+                    answer = await self._who_answers(session)
+                    if answer is not None:
+                        if self._is_mine(answer):
                             return
+                        seen = answer
                 await asyncio.sleep(0.05)
+        if seen is not None:
+            raise RuntimeError(
+                f"port {self.port} is answered by another process ({seen}), not by node "
+                f"{self.node_id} (pid {self.pid}), after {timeout} s:\n{self.log()}"
+            )
         raise RuntimeError(f"node {self.node_id} not ready after {timeout} s:\n{self.log()}")
+
+    async def _who_answers(self, session: aiohttp.ClientSession) -> _Answer | None:
+        """Who answers on the port; None while nothing does, or this node id is still starting."""
+        async with session.get(self.url + "/health") as response:
+            if response.status != 200:
+                return None
+            node = (await _json_object(response)).get("node")
+        headers = {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
+        async with session.get(self.url + "/status", headers=headers) as response:
+            if response.status == 200:
+                return _Answer(node, 200, (await _json_object(response)).get("pid"))
+            if response.status != 401 and node == self.node_id:
+                return None
+            return _Answer(node, response.status, None)
+
+    def _is_mine(self, answer: _Answer) -> bool:
+        if answer.node != self.node_id:
+            return False
+        if answer.status == 401:
+            # /status wants a token: without one, the node id is all there is to check; with
+            # one, the node refused it, so it is not the node that was started with it.
+            return self.token is None
+        return answer.pid == self.pid
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to this process (only the one we started)."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import random
 import signal
 import time
@@ -149,6 +150,8 @@ class Node:
     async def status(self) -> dict[str, Any]:
         return {
             "node": self.node_id,
+            # Which process answers: a launcher checks it is talking to the node it started.
+            "pid": os.getpid(),
             "actor": self.store.actor,
             "version": (await self.store.vector()).to_dict(),
             "peers": [link.to_dict() for link in self.sync.links],

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -166,8 +167,10 @@ async def test_health(client: ApiClient, node: Node) -> None:
 async def test_status_shape(client: ApiClient, node: Node) -> None:
     status, body = await call(client, "GET", "/status")
     assert status == 200
+    assert body["pid"] == os.getpid()  # the node runs in this test's process
     assert set(body) == {
         "node",
+        "pid",
         "actor",
         "version",
         "peers",

@@ -4,7 +4,8 @@ The slow tests run the demo at a small size (real ``vvstore serve`` processes be
 proxy) and assert what the demo claims to show: the nodes agree while healthy, the two sides'
 vectors are concurrent and their values differ during the partition, every node agrees after
 the heal, and the checker's verdict holds. Every test also asserts that no node process
-outlives the run. The fast tests cover flag handling, which starts nothing.
+outlives the run, and that the demo never writes to a node it did not start. The fast tests
+cover flag handling and busy ports, refused before anything starts.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import pytest
 
 from vvstore import cli
 from vvstore.checker import History, check
+from vvstore.client import Client
 from vvstore.demo import (
     DemoOptions,
     DemoResult,
@@ -35,6 +38,7 @@ from vvstore.demo import (
     options_from_args,
     run_demo,
 )
+from vvstore.launcher import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "demo" / "partition_heal.py"
@@ -85,17 +89,37 @@ def explain(result: DemoResult) -> str:
 
 
 @contextlib.contextmanager
-def occupied_port(count: int) -> Iterator[int]:
-    """A listening socket on a port low enough that ``count - 1`` ports follow it."""
-    with contextlib.ExitStack() as stack:
-        while True:
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-            if port + count - 1 <= 65535:
-                break
-        sock.listen()
-        yield port
+def occupied_ports(count: int, busy: Sequence[int]) -> Iterator[int]:
+    """A base port with ``count - 1`` ports after it, where ``base + i`` listens for each ``i``
+    in ``busy`` and the other ports of the range were free a moment ago."""
+    while True:
+        with contextlib.ExitStack() as stack:
+            socks = [
+                stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                for _ in range(count)
+            ]
+            socks[0].bind(("127.0.0.1", 0))
+            base = int(socks[0].getsockname()[1])
+            try:
+                for i, sock in enumerate(socks[1:], start=1):
+                    sock.bind(("127.0.0.1", base + i))
+            except (OSError, OverflowError):  # a neighbour is taken, or past 65535
+                continue
+            for i, sock in enumerate(socks):
+                if i in busy:
+                    sock.listen()
+                else:
+                    sock.close()
+            yield base
+            return
+
+
+def free_port_with_room(count: int) -> int:
+    """A free port low enough that ``count - 1`` ports follow it (the demo's --port range)."""
+    while True:
+        port = free_port()
+        if port + count - 1 <= 65535:
+            return port
 
 
 # --- the demo on real processes ---------------------------------------------------------------
@@ -202,24 +226,29 @@ def test_the_script_runs_the_same_demo() -> None:
 
 
 @pytest.mark.slow
-def test_a_node_that_cannot_start_exits_2_and_leaves_no_process(
-    capsys: pytest.CaptureFixture[str],
+async def test_a_port_answered_by_another_node_is_refused_and_that_node_gets_no_demo_key(
+    tmp_path: Path,
 ) -> None:
-    with occupied_port(3) as port:
-        code = main(["--json", "--port", str(port), *SMALL_FLAGS])
-    captured = capsys.readouterr()
+    # Regression: the demo used to take this node's /health for its own node A's and write
+    # its keys into it.
+    foreign = ServerProcess("A", tmp_path / "foreign", free_port_with_room(SMALL.nodes))
+    foreign.start()
+    try:
+        await foreign.wait_ready()
+        result = await run_demo(replace(SMALL, port=foreign.port))
+        async with Client(foreign.url) as client:
+            counters = (await client.list())["counters"]
+        assert foreign.running(), f"the demo stopped a node it did not start:\n{foreign.log()}"
+    finally:
+        await foreign.stop()
 
-    assert code == 2
-    doc = json.loads(captured.out)
-    assert doc["ok"] is False and doc["exit_code"] == 2
-    assert doc["reason"].startswith("node A exited early"), doc["reason"]
-    assert "address already in use" in doc["reason"]
-    assert doc["verdict"] is None and doc["phases"] == []
-    assert "could not run: node A exited early" in captured.err
-    assert "node A's log" in captured.err
-    nodes = [NodeInfo(**node) for node in doc["nodes"]]
-    assert [node.node for node in nodes] == ["A", "B", "C"]
-    assert_no_node_left([node.pid for node in nodes])
+    assert counters == [], f"the demo wrote into a node it did not start: {explain(result)}"
+    assert result.exit_code == 2, explain(result)
+    assert result.reason is not None
+    assert f"{foreign.port} (node A)" in result.reason, result.reason
+    assert "--port 0" in result.reason
+    assert result.nodes == [] and result.phases == [] and result.verdict is None
+    assert result.closing_line() == f"DEMO COULD NOT RUN: {result.reason}"
 
 
 class KillNodeB(Report):
@@ -252,7 +281,7 @@ async def test_a_node_that_dies_mid_run_exits_2_and_the_others_are_stopped() -> 
     assert result.closing_line() == "DEMO COULD NOT RUN: node B exited unexpectedly (status -9)"
 
 
-# --- flags (nothing is started) ---------------------------------------------------------------
+# --- flags and busy ports (nothing is started) ------------------------------------------------
 
 
 def test_vvstore_demo_is_a_subcommand_with_the_demo_flags(
@@ -284,6 +313,40 @@ def test_flags_that_do_not_fit_exit_2_before_anything_starts(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert message in captured.err
+
+
+def test_busy_ports_are_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with occupied_ports(3, busy=[0, 2]) as port:
+        code = main(["--json", "--port", str(port), *SMALL_FLAGS])
+    captured = capsys.readouterr()
+
+    assert code == 2
+    doc = json.loads(captured.out)  # still one JSON document
+    assert set(doc) == TOP_LEVEL
+    assert doc["ok"] is False and doc["exit_code"] == 2
+    assert doc["reason"] == (
+        f"ports {port} (node A), {port + 2} (node C) are already in use on 127.0.0.1, so no "
+        "node was started; use --port 0 for free ports, or another --port"
+    )
+    assert doc["nodes"] == [] and doc["phases"] == [] and doc["verdict"] is None
+    assert doc["log_tail"] is None
+    assert doc["closing_line"] == f"DEMO COULD NOT RUN: {doc['reason']}"
+    assert captured.err == f"vvstore demo: could not run: {doc['reason']}\n"
+
+
+def test_one_busy_port_is_named_in_the_text_report(capsys: pytest.CaptureFixture[str]) -> None:
+    with occupied_ports(2, busy=[1]) as port:
+        code = main(["--nodes", "2", "--port", str(port), *SMALL_FLAGS])
+    captured = capsys.readouterr()
+
+    assert code == 2
+    assert captured.out.startswith("vvstore demo: 2 nodes,")
+    assert captured.err == (
+        f"vvstore demo: could not run: port {port + 1} (node B) is already in use on "
+        "127.0.0.1, so no node was started; use --port 0 for free ports, or another --port\n"
+    )
 
 
 def test_a_node_count_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
