@@ -1,6 +1,7 @@
 """Row 7: what replication costs, on a real three-node cluster (A, B, C) under load.
 
-Every node-to-node connection goes through :class:`vvstore.proxy.FaultProxy`, which counts the
+Every node-to-node connection goes through :class:`vvstore.harness.proxy.FaultProxy`, which
+counts the
 bytes on the wire in each direction (HTTP headers, pull requests, pages, notices: everything)
 and makes the partition. The benchmark's own requests (the load, ``/status`` polls) go to the
 nodes directly and are not counted.
@@ -46,7 +47,7 @@ from bench.drivers import preload, run_http
 from bench.procs import Server, free_port, process_cpu_seconds, start_vvstore
 from vvstore.clock import VersionVector
 from vvstore.codec import PullRequest, decode_page, encode_page, encode_pull_request
-from vvstore.proxy import FaultProxy
+from vvstore.harness.proxy import FaultProxy
 
 __all__ = ["ClusterDidNotConverge", "run_cluster"]
 

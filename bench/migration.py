@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vvstore.config import NodeConfig
+from vvstore.harness.testing import write_schema_2
 from vvstore.store import DB_FILE, SCHEMA_VERSION, Store
-from vvstore.testing import write_schema_2
 
 
 def build_schema_2(data_dir: Path, keys: int, actors: int) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from vvstore.launcher import ServerProcess, free_port
+from vvstore.harness.launcher import ServerProcess, free_port
 
 #: The repository root: ``python -m bench...`` children run from here, wherever we were started.
 ROOT = Path(__file__).resolve().parent.parent
@@ -259,7 +259,7 @@ def start_vvstore(
 ) -> Server:
     """``vvstore serve`` on a fresh data directory, pinned to the server core.
 
-    The command line is :class:`vvstore.launcher.ServerProcess`'s; ``python`` replaces its
+    The command line is :class:`vvstore.harness.launcher.ServerProcess`'s; ``python`` replaces its
     ``python -m vvstore`` prefix (the uvloop experiment runs the same CLI under uvloop).
     """
     port = port or free_port()

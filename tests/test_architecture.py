@@ -1,8 +1,11 @@
 """The package's layering, checked on the source with ``ast``.
 
-- The pure core (clock, counter, codec, errors, config, checker, idempotency, auth, paging)
-  imports only the standard library and other core modules, and never a clock, randomness or an
-  event loop: time and randomness are passed in.
+- The pure core (clock, counter, codec, errors, config, idempotency, auth, paging, and the
+  harness's checker) imports only the standard library and other core modules, and never a
+  clock, randomness or an event loop: time and randomness are passed in.
+- The product never imports the harness (vvstore/harness/): imports point harness -> product.
+  The one door is the CLI's ``demo`` command, which loads vvstore.harness.demo when it runs;
+  every other command, and importing the CLI, loads nothing of the harness.
 - Only vvstore/store.py talks to SQLite (aiosqlite).
 - Only the HTTP server side (api.py, node.py, and testing helpers) imports aiohttp.web.
 
@@ -27,8 +30,12 @@ PACKAGE = "vvstore"
 
 #: The pure core.
 CORE = frozenset(
-    {"clock", "counter", "codec", "errors", "config", "checker", "idempotency", "auth", "paging"}
+    {"clock", "counter", "codec", "errors", "config", "idempotency", "auth", "paging"}
+    | {"harness.checker"}
 )
+#: The harness subpackage, and the one product module allowed to load from it (lazily).
+HARNESS = "harness"
+HARNESS_DOORS = frozenset({("cli", "vvstore.harness.demo")})
 REQUIRED_CORE = frozenset({"clock", "counter", "codec", "errors", "config"})
 #: Standard-library modules the core must not use: time and randomness are passed in, and the
 #: core never runs an event loop.
@@ -116,7 +123,8 @@ def core_violations(module: str, source: str) -> list[str]:
         top = name.split(".")[0]
         if top == PACKAGE:
             parts = name.split(".")
-            if len(parts) < 2 or parts[1] not in CORE:
+            # "vvstore.clock.VersionVector" is the core module "clock" (or an attribute of it).
+            if not any(".".join(parts[1:i]) in CORE for i in range(2, len(parts) + 1)):
                 problems.append(f"{module} imports {name}, which is not a core module")
         elif top == "__import__" or top == "importlib":
             problems.append(f"{module} imports dynamically ({name})")
@@ -125,6 +133,20 @@ def core_violations(module: str, source: str) -> list[str]:
         elif top in FORBIDDEN_IN_CORE:
             problems.append(f"{module} imports {name}: time and randomness are passed in")
     return problems
+
+
+def harness_imports(module: str, source: str) -> set[str]:
+    """The harness modules ``module`` imports (``vvstore.harness...``)."""
+    prefix = f"{PACKAGE}.{HARNESS}"
+    return {
+        name
+        for name in imported_names(module, source)
+        if name == prefix or name.startswith(prefix + ".")
+    }
+
+
+def is_harness(module: str) -> bool:
+    return module == HARNESS or module.startswith(HARNESS + ".")
 
 
 def imports_aiosqlite(module: str, source: str) -> bool:
@@ -253,6 +275,38 @@ def test_only_the_server_side_imports_aiohttp_web() -> None:
     importers = {name for name, source in modules.items() if imports_aiohttp_web(name, source)}
     assert "api" in importers  # the rule is not vacuous
     assert sorted(name for name in importers if not may_import_web(name)) == []
+
+
+def test_the_harness_checker_catches_an_import() -> None:
+    assert harness_imports("node", "from vvstore.harness.proxy import FaultProxy\n")
+    assert harness_imports("node", "from vvstore import harness\n")
+    assert harness_imports("node", "from .harness import demo\n")
+    assert harness_imports("node", "def f() -> None:\n    import vvstore.harness.demo\n")
+    assert not harness_imports("node", "from vvstore import store\n")
+
+
+def test_the_product_never_imports_the_harness() -> None:
+    modules = package_modules()
+    assert any(is_harness(name) for name in modules)  # the rule is not vacuous
+    back = sorted(
+        (name, target)
+        for name, source in modules.items()
+        if not is_harness(name)
+        for target in harness_imports(name, source)
+    )
+    assert [edge for edge in back if edge not in HARNESS_DOORS] == []
+
+
+def test_cli_commands_but_the_demo_do_not_load_the_harness() -> None:
+    code = (
+        "import sys, vvstore.cli as cli; cli._parser(); "
+        "cli.main(['get', 'k', '--url', 'http://127.0.0.1:9']); "
+        "print(sorted(m for m in sys.modules if m.startswith('vvstore.harness')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr
 
 
 def test_importing_the_package_stays_in_the_pure_core() -> None:

@@ -15,6 +15,7 @@ from typing import cast
 from vvstore import errors
 from vvstore.api import _STATUS, NodeService, create_app, error_response
 from vvstore.cli import _parser
+from vvstore.harness import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 API_DOC = ROOT / "docs" / "api.md"
@@ -35,6 +36,8 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
     assert len(actions) == 1, "expected one set of subcommands in vvstore.cli._parser()"
     commands = dict(actions[0].choices)
     assert commands, "vvstore.cli._parser() registers no subcommands"
+    # The demo's flags are the harness's parser's (the CLI hands them over unparsed).
+    commands["demo"] = demo.build_parser()
     return commands
 
 

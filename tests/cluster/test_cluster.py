@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from vvstore.client import Client
-from vvstore.launcher import ServerProcess, free_port
+from vvstore.harness.launcher import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 

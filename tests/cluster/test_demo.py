@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from vvstore import cli
-from vvstore.checker import History, check
 from vvstore.client import Client
-from vvstore.demo import (
+from vvstore.harness.checker import History, check
+from vvstore.harness.demo import (
     DemoOptions,
     DemoResult,
     NodeInfo,
@@ -38,7 +38,7 @@ from vvstore.demo import (
     options_from_args,
     run_demo,
 )
-from vvstore.launcher import ServerProcess, free_port
+from vvstore.harness.launcher import ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "demo" / "partition_heal.py"

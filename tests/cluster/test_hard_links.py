@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from vvstore.client import Client
-from vvstore.launcher import ServerProcess, free_port
-from vvstore.proxy import FaultProxy
+from vvstore.harness.launcher import ServerProcess, free_port
+from vvstore.harness.proxy import FaultProxy
 
 pytestmark = pytest.mark.slow
 

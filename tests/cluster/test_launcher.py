@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vvstore.launcher import ServerProcess, free_port
+from vvstore.harness.launcher import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""``python -m vvstore.faults`` without processes: the menu, schedules, recheck, bad flags."""
+"""``python -m vvstore.harness.faults`` without processes: menu, schedules, recheck, bad flags."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from vvstore.checker import History
-from vvstore.faults.cli import main
-from vvstore.faults.run import RunOptions, RunResult, load_replay, recheck, regression_document
-from vvstore.faults.schedule import FAULT_KINDS, generate
+from vvstore.harness.checker import History
+from vvstore.harness.faults.cli import main
+from vvstore.harness.faults.run import (
+    RunOptions,
+    RunResult,
+    load_replay,
+    recheck,
+    regression_document,
+)
+from vvstore.harness.faults.schedule import FAULT_KINDS, generate
 
 
 def test_list_faults_prints_the_menu(capsys: pytest.CaptureFixture[str]) -> None:

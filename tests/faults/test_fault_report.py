@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from vvstore.checker import History, check_faults
-from vvstore.faults.nemesis import KillCheck
-from vvstore.faults.run import (
+from vvstore.harness.checker import History, check_faults
+from vvstore.harness.faults.nemesis import KillCheck
+from vvstore.harness.faults.run import (
     Checkpoint,
     RunOptions,
     RunResult,
@@ -14,7 +14,7 @@ from vvstore.faults.run import (
     report_text,
     soak_run_options,
 )
-from vvstore.faults.schedule import generate, soak_options
+from vvstore.harness.faults.schedule import generate, soak_options
 
 
 def test_checkpoint_windows_cover_the_schedule_once() -> None:

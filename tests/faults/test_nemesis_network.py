@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from vvstore.checker import History
-from vvstore.faults.nemesis import KillCheck, Network
-from vvstore.faults.workload import unacknowledged
+from vvstore.harness.checker import History
+from vvstore.harness.faults.nemesis import KillCheck, Network
+from vvstore.harness.faults.workload import unacknowledged
 
 
 class FakeProxy:

@@ -3,7 +3,7 @@
 Found by the fault soak (seed 2027: 5 reads in 20 minutes, on all three nodes, none near a
 fault) and reproduced here without any fault: one node, writers that read their key back as
 soon as the increment is acknowledged, and background readers keeping the node busy. The
-history is judged by :func:`vvstore.checker.check_reads`, whose own-dot rule requires every
+history is judged by :func:`vvstore.harness.checker.check_reads`, whose own-dot rule requires every
 read-back to show the node's actor at least at the seq its acknowledgement carried.
 
 The cause was the store serving every read through one shared SQLite reader connection
@@ -23,8 +23,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from vvstore.checker import History, check_reads
-from vvstore.launcher import ServerProcess, free_port
+from vvstore.harness.checker import History, check_reads
+from vvstore.harness.launcher import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vvstore.faults.run import SHORT_TIER_SEEDS, kill_cycles, short_tier
-from vvstore.faults.schedule import (
+from vvstore.harness.faults.run import SHORT_TIER_SEEDS, kill_cycles, short_tier
+from vvstore.harness.faults.schedule import (
     EXCLUSIVE_KINDS,
     FAULT_KINDS,
     NETWORK_KINDS,

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from vvstore.faults.run import RunOptions, RunResult, load_replay, run_faults, short_tier
-from vvstore.faults.schedule import Schedule
+from vvstore.harness.faults.run import RunOptions, RunResult, load_replay, run_faults, short_tier
+from vvstore.harness.faults.schedule import Schedule
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def _failure(result: RunResult, document: Path, lines: list[str]) -> str:
             *(f"problem: {p}" for p in result.problems),
             *(f"error: {e}" for e in (result.verdict.errors[:10] if result.verdict else [])),
             f"run document: {document}",
-            f"replay: python -m vvstore.faults --replay {document}",
+            f"replay: python -m vvstore.harness.faults --replay {document}",
             *lines,
             *result.log_tails.values(),
         ]

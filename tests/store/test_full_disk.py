@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from vvstore.launcher import ServerProcess, free_port
+from vvstore.harness.launcher import ServerProcess, free_port
 from vvstore.store import DB_FILE
 
 pytestmark = pytest.mark.slow

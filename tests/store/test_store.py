@@ -28,8 +28,8 @@ from vvstore.errors import (
     SchemaTooNew,
     Unavailable,
 )
+from vvstore.harness.testing import write_schema_2
 from vvstore.store import DB_FILE, SCHEMA_VERSION, Store
-from vvstore.testing import write_schema_2
 
 MakeConfig = Callable[..., NodeConfig]
 

@@ -11,8 +11,8 @@ import pytest
 from vvstore.codec import Write
 from vvstore.config import NodeConfig
 from vvstore.errors import IdempotencyKeyReused
+from vvstore.harness.testing import Network, crash, open_memory_node
 from vvstore.node import Node
-from vvstore.testing import Network, crash, open_memory_node
 
 NAMES = ("A", "B", "C")
 Cluster = tuple[Network, dict[str, Node]]

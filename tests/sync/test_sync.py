@@ -13,9 +13,9 @@ from vvstore.clock import VersionVector
 from vvstore.codec import Notice, Page, PullRequest
 from vvstore.config import NodeConfig
 from vvstore.errors import MalformedPayload
+from vvstore.harness.testing import Network, open_memory_node
 from vvstore.node import Node
 from vvstore.sync import PullRound, pull_once
-from vvstore.testing import Network, open_memory_node
 
 NAMES = ("A", "B", "C")
 Cluster = tuple[Network, dict[str, Node]]

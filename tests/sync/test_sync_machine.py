@@ -28,9 +28,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from vvstore.codec import Write
 from vvstore.config import NodeConfig
 from vvstore.errors import VVStoreError
+from vvstore.harness.testing import Network, crash, open_memory_node
 from vvstore.node import Node
 from vvstore.sync import PullRound
-from vvstore.testing import Network, crash, open_memory_node
 
 NAMES = ("A", "B", "C")
 KEYS = ("k1", "k2")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vvstore.checker import (
+from vvstore.harness.checker import (
     History,
     NodeLoss,
     Op,

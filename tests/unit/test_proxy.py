@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from vvstore.proxy import MAX_DELAYED_BYTES, PIECE_BYTES, FaultProxy, Policy
+from vvstore.harness.proxy import MAX_DELAYED_BYTES, PIECE_BYTES, FaultProxy, Policy
 
 DEADLINE_S = 5.0
 QUIET_S = 0.3  # how long "nothing arrives" is watched for

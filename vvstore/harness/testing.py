@@ -9,7 +9,7 @@ A call between two nodes checks the network twice: the request direction (src to
 the responder sees it, and the reply direction (dst to src) after the responder has acted; a
 drop on the way back is the classic indefinite outcome (applied there, unknown here).
 
-For faults on real sockets between real processes, see :mod:`vvstore.proxy`.
+For faults on real sockets between real processes, see :mod:`vvstore.harness.proxy`.
 """
 
 from __future__ import annotations

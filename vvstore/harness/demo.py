@@ -2,7 +2,7 @@
 
 ``vvstore demo`` (and ``python demo/partition_heal.py``, the same code) starts ``--nodes`` real
 ``vvstore serve`` processes on loopback, routes every node-to-node link through a
-:class:`~vvstore.proxy.FaultProxy` and runs three phases:
+:class:`~vvstore.harness.proxy.FaultProxy` and runs three phases:
 
 1. **healthy**: concurrent clients add to a few keys on every node, then the nodes converge;
 2. **partition** ``{A} | {B, C, ...}``: the proxy blackholes every link between the two sides
@@ -10,8 +10,9 @@
    concurrent and their values differ;
 3. **heal**: the proxy passes traffic again and the demo times how long the nodes take to agree.
 
-Every add is recorded in a :class:`~vvstore.checker.History` (invoke, then ok, fail or info,
-with its idempotency key) and the converged values are judged by :func:`~vvstore.checker.check`:
+Every add is recorded in a :class:`~vvstore.harness.checker.History` (invoke, then ok, fail or
+info, with its idempotency key) and the converged values are judged by
+:func:`~vvstore.harness.checker.check`:
 after the heal the demo retries every indefinite add with its idempotency key until it is
 acknowledged, so the verdict is exact by default: every key's value equals the sum over its
 distinct acknowledged idempotency keys (``--bounds`` judges by ``acknowledged <= value <=
@@ -23,8 +24,9 @@ network. Clients talk to the nodes directly, not through the proxy, so a partiti
 client's add; the clients do not cross the partition either, so both sides keep accepting
 writes.
 
-This module is an orchestration shell over :mod:`vvstore.launcher`, :mod:`vvstore.proxy`,
-:mod:`vvstore.client` and :mod:`vvstore.checker`. It must never signal a process it did not
+This module is an orchestration shell over :mod:`vvstore.harness.launcher`,
+:mod:`vvstore.harness.proxy`,
+:mod:`vvstore.client` and :mod:`vvstore.harness.checker`. It must never signal a process it did not
 start, write to a node it did not start, listen on anything but loopback, or return (even on
 Ctrl-C) with a node or the proxy still running.
 """
@@ -50,12 +52,12 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any, TextIO
 
-from vvstore.checker import History, Op, Verdict, check, summarize
 from vvstore.client import Client
 from vvstore.clock import Ordering, VersionVector
 from vvstore.errors import VVStoreError
-from vvstore.launcher import ServerProcess
-from vvstore.proxy import FaultProxy
+from vvstore.harness.checker import History, Op, Verdict, check, summarize
+from vvstore.harness.launcher import ServerProcess
+from vvstore.harness.proxy import FaultProxy
 
 __all__ = [
     "DESCRIPTION",
@@ -1224,8 +1226,13 @@ def run_args(args: argparse.Namespace) -> int:
     return run(options)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python demo/partition_heal.py`` and ``vvstore demo``: parse, run, return the status."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``vvstore demo`` (and of ``python demo/partition_heal.py``)."""
     parser = argparse.ArgumentParser(prog="vvstore demo", description=DESCRIPTION)
     add_arguments(parser)
-    return run_args(parser.parse_args(argv))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python demo/partition_heal.py`` and ``vvstore demo``: parse, run, return the status."""
+    return run_args(build_parser().parse_args(argv))

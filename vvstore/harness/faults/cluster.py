@@ -31,8 +31,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from vvstore.launcher import ServerProcess
-from vvstore.proxy import FaultProxy
+from vvstore.harness.launcher import ServerProcess
+from vvstore.harness.proxy import FaultProxy
 
 __all__ = ["CLIENT", "DB_FILE", "Cluster", "durabilities"]
 

@@ -24,7 +24,8 @@ on every node with what the history allows, the bounds check of Jepsen's counter
   as an error (a ``fail`` applied nothing and needs no retry).
 
 :func:`check` does not judge reads: with multi-master writes a read at one node may legitimately
-miss adds acknowledged by another. The fault suite (:mod:`vvstore.faults`) adds what *can* be
+miss adds acknowledged by another. The fault suite (:mod:`vvstore.harness.faults`) adds what
+*can* be
 required of every read while faults run, and :func:`check_faults` combines it with exact mode:
 
 - **upper bound** (Jepsen's, per key): a read never exceeds the sum of the amounts of every add

@@ -1,4 +1,4 @@
-"""The nemesis: runs a :class:`~vvstore.faults.schedule.Schedule` against a live cluster.
+"""The nemesis: runs a :class:`~vvstore.harness.faults.schedule.Schedule` against a live cluster.
 
 Network faults become proxy policies. Several may be active at once (a flap during a
 partition, the quiet period of a wipe during a swallow), so :class:`Network` composes them:
@@ -15,7 +15,7 @@ Process faults act on the node processes:
 - ``pause``: SIGSTOP for longer than the client timeout, then SIGCONT;
 - ``wipe`` and ``restore_stale``: the nemesis refuses client traffic to the victim, waits until
   every other node's vector covers the victim's (so every write it acknowledged lives
-  elsewhere), records a :class:`~vvstore.checker.NodeLoss`, kills it, empties its data
+  elsewhere), records a :class:`~vvstore.harness.checker.NodeLoss`, kills it, empties its data
   directory or puts back the copy taken ``duration`` seconds earlier, and restarts it. The
   node must come back as a new incarnation (a new actor id); a wipe whose precondition is not
   met within the timeout is skipped, not forced.
@@ -34,11 +34,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from vvstore.checker import History, NodeLoss
-from vvstore.faults.cluster import CLIENT, Cluster
-from vvstore.faults.schedule import Fault, Schedule
-from vvstore.faults.workload import Workload
-from vvstore.proxy import FaultProxy
+from vvstore.harness.checker import History, NodeLoss
+from vvstore.harness.faults.cluster import CLIENT, Cluster
+from vvstore.harness.faults.schedule import Fault, Schedule
+from vvstore.harness.faults.workload import Workload
+from vvstore.harness.proxy import FaultProxy
 
 __all__ = ["KillCheck", "Nemesis", "NemesisEvent", "Network"]
 

@@ -5,7 +5,7 @@ schedule's duration, then the **final phase**: heal every link, resume paused no
 dead ones, and retry every idempotency key never acknowledged until a node acknowledges it.
 It then times convergence (every node the same vector and the same values) from the end of the
 final phase, reads the final state, judges the history with
-:func:`vvstore.checker.check_faults`, stops the nodes with SIGTERM and runs
+:func:`vvstore.harness.checker.check_faults`, stops the nodes with SIGTERM and runs
 ``PRAGMA integrity_check`` on every data directory.
 
 Exit codes: 0 the verdict holds, 1 it does not (the verdict, a kill check, integrity,
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vvstore.checker import FaultVerdict, History, NodeLoss, check_faults, summarize_faults
-from vvstore.faults.cluster import Cluster, durabilities
-from vvstore.faults.nemesis import KillCheck, Nemesis, NemesisEvent
-from vvstore.faults.schedule import (
+from vvstore.harness.checker import FaultVerdict, History, NodeLoss, check_faults, summarize_faults
+from vvstore.harness.faults.cluster import Cluster, durabilities
+from vvstore.harness.faults.nemesis import KillCheck, Nemesis, NemesisEvent
+from vvstore.harness.faults.schedule import (
     Fault,
     Schedule,
     ScheduleOptions,
@@ -39,7 +39,7 @@ from vvstore.faults.schedule import (
     short_tier_options,
     soak_options,
 )
-from vvstore.faults.workload import Workload, WorkloadOptions
+from vvstore.harness.faults.workload import Workload, WorkloadOptions
 
 __all__ = [
     "Checkpoint",

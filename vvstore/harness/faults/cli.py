@@ -1,6 +1,7 @@
-"""``python -m vvstore.faults``: run, soak, replay, recheck and shrink fault schedules.
+"""``python -m vvstore.harness.faults``: run, soak, replay, recheck and shrink fault schedules.
 
-A thin shell over :mod:`vvstore.faults.run`: flags build :class:`RunOptions`, every run prints
+A thin shell over :mod:`vvstore.harness.faults.run`: flags build :class:`RunOptions`, every run
+prints
 its seed and schedule first and one closing verdict line last, and a failing run writes its
 whole history as JSON (``--json-out``, or ``vvstore-faults-seed<N>.json`` in the current
 directory) and prints the command that replays it. Exit status: 0 every run held, 1 one did
@@ -17,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from vvstore.checker import summarize_faults
-from vvstore.faults.run import (
+from vvstore.harness.checker import summarize_faults
+from vvstore.harness.faults.run import (
     SHORT_TIER_WORKLOAD,
     RunOptions,
     RunResult,
@@ -32,7 +33,7 @@ from vvstore.faults.run import (
     shrink,
     soak_run_options,
 )
-from vvstore.faults.schedule import FAULT_KINDS, Schedule, generate, short_tier_options
+from vvstore.harness.faults.schedule import FAULT_KINDS, Schedule, generate, short_tier_options
 
 __all__ = ["main"]
 
@@ -44,7 +45,9 @@ DESCRIPTION = (
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vvstore.faults", description=DESCRIPTION)
+    parser = argparse.ArgumentParser(
+        prog="python -m vvstore.harness.faults", description=DESCRIPTION
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--short-tier", action="store_true",
@@ -186,8 +189,8 @@ def _finish(result: RunResult, args: argparse.Namespace, several: bool) -> None:
         result.write(path)
         _print(f"  run document (history, schedule, verdict): {path}")
         if not result.ok:
-            _print(f"  replay: python -m vvstore.faults --replay {path}")
-            _print(f"  shrink: python -m vvstore.faults --shrink {path}")
+            _print(f"  replay: python -m vvstore.harness.faults --replay {path}")
+            _print(f"  shrink: python -m vvstore.harness.faults --shrink {path}")
 
 
 async def _run_all(runs: Sequence[tuple[RunOptions, Schedule]], args: argparse.Namespace) -> int:
@@ -266,8 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_main(args))
     except ValueError as exc:
-        print(f"python -m vvstore.faults: error: {exc}", file=sys.stderr)
+        print(f"python -m vvstore.harness.faults: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("python -m vvstore.faults: interrupted; every node was stopped", file=sys.stderr)
+        print(
+            "python -m vvstore.harness.faults: interrupted; every node was stopped", file=sys.stderr
+        )
         return 130

@@ -1,6 +1,7 @@
 """The fault suite's clients: concurrent increments and reads, each attempt in the history.
 
-Each client is one process of the :class:`~vvstore.checker.History`. It increments a random key
+Each client is one process of the :class:`~vvstore.harness.checker.History`. It increments a
+random key
 on a random node by a positive amount, with an idempotency key of its own; every *attempt* is
 recorded as an invoke and its completion (``ok``, ``fail`` for a definite refusal, ``info``
 when the outcome is unknown: a timeout, a reset connection, a 503). After an indefinite
@@ -31,7 +32,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from vvstore.checker import History, Op
+from vvstore.harness.checker import History, Op
 
 __all__ = ["Workload", "WorkloadOptions"]
 
