@@ -31,6 +31,8 @@ PACKAGE = "vvstore"
 #: The pure core.
 CORE = frozenset(
     {"clock", "counter", "codec", "errors", "config", "idempotency", "auth", "paging"}
+    | {"actor", "routes"}
+    | {"writes", "schema"}
     | {"harness.checker"}
 )
 #: The harness subpackage, and the one product module allowed to load from it (lazily).
@@ -268,6 +270,38 @@ def test_only_the_store_imports_aiosqlite() -> None:
     modules = package_modules()
     importers = sorted(name for name, source in modules.items() if imports_aiosqlite(name, source))
     assert importers == sorted(SQLITE_MODULES)
+
+
+#: What the module deciding a write group must not import: it decides, the store does the I/O.
+WRITES_FORBIDDEN = frozenset(
+    {"aiosqlite", "aiohttp", "asyncio", "os", "time", "random", "socket", "sqlite3"}
+)
+
+
+def io_imports(module: str, source: str) -> list[str]:
+    """The imports of ``module`` whose top-level package is in WRITES_FORBIDDEN."""
+    return sorted(
+        name for name in imported_names(module, source) if name.split(".")[0] in WRITES_FORBIDDEN
+    )
+
+
+def test_the_io_checker_catches_an_import() -> None:
+    for source in (
+        "import os\n",
+        "from os import urandom\n",
+        "import sqlite3\n",
+        "def f() -> None:\n    import time\n",
+        "from socket import socket\n",
+        "import aiohttp\n",
+    ):
+        assert io_imports("writes", source), source
+    assert io_imports("writes", "import dataclasses\nfrom vvstore import codec\n") == []
+
+
+def test_the_write_group_decisions_import_nothing_of_io() -> None:
+    source = package_modules()["writes"]
+    assert "vvstore.codec" in imported_names("writes", source)  # the rule is not vacuous
+    assert io_imports("writes", source) == []
 
 
 def test_only_the_server_side_imports_aiohttp_web() -> None:

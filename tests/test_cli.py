@@ -272,7 +272,7 @@ def test_serve_and_client_commands(tmp_path: Path) -> None:
             "key": key,
             "value": 4,
             "version": {server.actor: 3},
-            "siblings": [{"node": server.actor, "seq": 3, "value": 4}],
+            "siblings": [{"actor": server.actor, "seq": 3, "value": 4, "node": server.actor}],
         }, server.log()
         assert json.loads(server.cli("get", "never").stdout)["value"] == 0
 

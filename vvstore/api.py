@@ -15,13 +15,14 @@ import asyncio
 import importlib.resources
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
 
-from vvstore.auth import ClusterAuth, TokenAuth, credential_for
+from vvstore.auth import AUTHORIZATION_HEADER, NONCE_HEADER, ClusterAuth, TokenAuth, credential_for
 from vvstore.clock import VersionVector
 from vvstore.codec import (
     MAX_SYNC_REQUEST_BYTES,
@@ -38,6 +39,7 @@ from vvstore.codec import (
     decode_notice,
     decode_pull_request,
     encode_page,
+    reply_body,
 )
 from vvstore.counter import CounterState
 from vvstore.errors import (
@@ -56,6 +58,7 @@ from vvstore.errors import (
     VVStoreError,
 )
 from vvstore.idempotency import normalize_idempotency_key
+from vvstore.routes import ROUTES
 
 __all__ = [
     "BATCH_BODY_LIMIT",
@@ -160,7 +163,7 @@ async def _auth(
     token, cluster = request.app.get(TOKEN), request.app.get(CLUSTER)
     try:
         if credential == "token" and token is not None:
-            token.check(request.headers.get("Authorization"))
+            token.check(request.headers.get(AUTHORIZATION_HEADER))
         if credential != "cluster" or cluster is None:
             return await handler(request)
         body = await _body(request, SYNC_BODY_LIMIT)
@@ -172,7 +175,7 @@ async def _auth(
     request[_BODY] = body
     response = await handler(request)
     if isinstance(response, web.Response) and isinstance(response.body, bytes):
-        nonce = request.headers.get("X-VV-Nonce", "")
+        nonce = request.headers.get(NONCE_HEADER, "")
         response.headers.update(cluster.sign_response(nonce, response.status, response.body))
     return response
 
@@ -264,7 +267,7 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 def _outcome(outcome: Outcome) -> web.Response:
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return _json(outcome.body, headers=headers)
+    return _json(reply_body(outcome), headers=headers)
 
 
 async def post_counter(request: web.Request) -> web.Response:
@@ -308,7 +311,7 @@ async def list_counters(request: web.Request) -> web.Response:
 async def post_batch(request: web.Request) -> web.Response:
     writes = decode_batch(await _body(request, BATCH_BODY_LIMIT))
     outcomes = await _service(request).write(writes)
-    return _json({"results": [outcome.body for outcome in outcomes]})
+    return _json({"results": [reply_body(outcome) for outcome in outcomes]})
 
 
 async def sync_pull(request: web.Request) -> web.Response:
@@ -330,6 +333,36 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=spec, content_type="application/yaml")
 
 
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: The handlers the route table (:data:`vvstore.routes.ROUTES`) names, by name.
+_HANDLERS: dict[str, _Handler] = {
+    handler.__name__: handler
+    for handler in (
+        health,
+        status,
+        openapi,
+        list_counters,
+        get_counter,
+        post_counter,
+        delete_counter,
+        post_batch,
+        sync_pull,
+        sync_notice,
+    )
+}
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def _resource_path(path: str) -> str:
+    """A path of the route table in aiohttp's syntax, where ``{key}`` becomes ``{key:[\\s\\S]+}``.
+
+    So a placeholder takes the rest of the path, any character, ``/`` and newline included
+    (:func:`~vvstore.codec.decode_key` then refuses what a key may not hold).
+    """
+    return _PLACEHOLDER.sub(lambda match: "{" + match[1] + r":[\s\S]+}", path)
+
+
 def create_app(
     service: NodeService,
     *,
@@ -337,7 +370,9 @@ def create_app(
     cluster: ClusterAuth | None = None,
     body_timeout: float = 10.0,
 ) -> web.Application:
-    """The aiohttp application for ``service``. Background work is the caller's (node.py).
+    """The aiohttp application for ``service``: every route of :data:`vvstore.routes.ROUTES`.
+
+    Background work is the caller's (node.py).
 
     :param token: when given, every client route but ``GET /health`` requires it.
     :param cluster: when given, the sync routes require its signature, and sign their replies.
@@ -349,15 +384,12 @@ def create_app(
         app[TOKEN] = token
     if cluster is not None:
         app[CLUSTER] = cluster
-    app.router.add_get("/openapi.yaml", openapi)
-    app.router.add_get("/health", health)
-    app.router.add_get("/status", status)
-    app.router.add_get("/counters", list_counters)
-    # [\s\S]: a key may hold any character, newline included (decode_key then refuses it).
-    app.router.add_get("/counters/{key:[\\s\\S]+}", get_counter)
-    app.router.add_post("/counters/{key:[\\s\\S]+}", post_counter)
-    app.router.add_delete("/counters/{key:[\\s\\S]+}", delete_counter)
-    app.router.add_post("/batch", post_batch)
-    app.router.add_post("/sync/pull", sync_pull)
-    app.router.add_post("/sync/notice", sync_notice)
+    resources: dict[str, web.Resource] = {}
+    for route in ROUTES:
+        if route.path not in resources:
+            resources[route.path] = app.router.add_resource(_resource_path(route.path))
+        handler = _HANDLERS[route.handler]
+        if route.method == "GET":
+            resources[route.path].add_route("HEAD", handler)
+        resources[route.path].add_route(route.method, handler)
     return app

@@ -49,11 +49,12 @@ Clocks: timestamps are wall-clock seconds (``time.time()`` in the caller), compa
 nodes, so the nodes' clocks must agree within ``window`` (NTP). The measured skew of every
 correctly signed request is recorded per sender (:attr:`ClusterAuth.skews`) for ``/status``.
 
-Pure core: standard library and :mod:`vvstore.errors` only. No I/O, and no clock or randomness:
-``now`` and nonces are passed in (a nonce is ``secrets.token_hex(16)`` in the caller). Every
-refusal is an :class:`~vvstore.errors.Unauthorized` (HTTP 401) with its own ``code``; a bad
-argument from our own side (a nonce we generated, a secret we were configured with) is a
-``ValueError`` (:class:`~vvstore.errors.ConfigError` for configuration).
+Pure core: standard library, :mod:`vvstore.errors` and :mod:`vvstore.routes` (the route table)
+only. No I/O, and no clock or randomness: ``now`` and nonces are passed in (a nonce is
+``secrets.token_hex(16)`` in the caller). Every refusal is an
+:class:`~vvstore.errors.Unauthorized` (HTTP 401) with its own ``code``; a bad argument from our
+own side (a nonce we generated, a secret we were configured with) is a ``ValueError``
+(:class:`~vvstore.errors.ConfigError` for configuration).
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ import heapq
 import hmac
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final
 
 from vvstore.errors import ConfigError, Unauthorized
+from vvstore.routes import ROUTES, Credential, route_for
 
 __all__ = [
     "AUTHORIZATION_HEADER",
@@ -86,6 +88,7 @@ __all__ = [
     "credential_for",
     "load_secret",
     "load_token",
+    "read_secret",
 ]
 
 #: The header carrying ``Bearer <token>`` on client routes.
@@ -128,29 +131,15 @@ _UNRESERVED: Final = frozenset(
 # RFC 3986 pchar minus percent-escapes, plus "/" between segments.
 _PATH_LITERAL: Final = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/")
 
-Credential = Literal["none", "token", "cluster"]
-
-#: Which credential each route of the API needs. ``HEAD`` goes with ``GET``.
+#: Which credential each route needs, by (method, path): a view of :data:`vvstore.routes.ROUTES`,
+#: the one table of routes. ``HEAD`` goes with ``GET``.
 ROUTE_CREDENTIALS: Final[Mapping[tuple[str, str], Credential]] = MappingProxyType(
-    {
-        ("GET", "/health"): "none",
-        ("GET", "/status"): "token",
-        ("GET", "/openapi.yaml"): "token",
-        ("GET", "/counters"): "token",
-        ("GET", "/counters/{key}"): "token",
-        ("POST", "/counters/{key}"): "token",
-        ("DELETE", "/counters/{key}"): "token",
-        ("POST", "/batch"): "token",
-        ("POST", "/sync/pull"): "cluster",
-        ("POST", "/sync/notice"): "cluster",
-    }
+    {(route.method, route.path): route.credential for route in ROUTES}
 )
-
-_COUNTER_PREFIX: Final = "/counters/"
 
 
 def credential_for(method: str, path: str) -> Credential:
-    """The credential a request needs, from :data:`ROUTE_CREDENTIALS`.
+    """The credential a request needs, from the route table (:func:`vvstore.routes.route_for`).
 
     ``path`` is the request path; a query after ``?`` is ignored. Any non-empty key under
     ``/counters/`` is the ``/counters/{key}`` route. A method and path the table does not list
@@ -158,27 +147,67 @@ def credential_for(method: str, path: str) -> Credential:
     that exist are not revealed to someone who may not use them, and ``/health`` stays the only
     open door.
     """
-    method = method.upper()
-    if method == "HEAD":
-        method = "GET"
-    path = path.partition("?")[0]
-    if path.startswith(_COUNTER_PREFIX) and len(path) > len(_COUNTER_PREFIX):
-        path = _COUNTER_PREFIX + "{key}"
-    return ROUTE_CREDENTIALS.get((method, path), "token")
+    route = route_for(method, path)
+    return route.credential if route is not None else "token"
 
 
-def load_secret(data: str | bytes, *, what: str = "secret") -> bytes:
-    """A secret read from a file or the environment: surrounding whitespace stripped, validated.
+def load_secret(data: str | bytes, *, what: str = "secret", source: str | None = None) -> bytes:
+    """A secret as read from a file or the environment: surrounding whitespace stripped, validated.
 
     A trailing newline left by an editor or ``echo`` is therefore harmless; a secret is text
-    (``openssl rand -hex 32`` makes a good one), not binary.
+    (``openssl rand -hex 32`` makes a good one), not binary. ``source``, when given
+    (``"file '/etc/x'"``, ``"$VVSTORE_TOKEN"``), is named in the error.
+    :class:`~vvstore.config.NodeConfig` validates its ``token`` and ``cluster_secret`` with this
+    function, and :func:`read_secret` loads them with it.
 
     :raises ConfigError: when fewer than :data:`MIN_SECRET_BYTES` bytes remain.
     """
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     raw = raw.strip()
-    _check_secret_length(raw, what)
+    _check_secret_length(raw, what, source)
     return raw
+
+
+def read_secret(
+    path: str | None,
+    *,
+    what: str,
+    read: Callable[[str], bytes],
+    env: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> str | None:
+    """The secret in the file ``path``, else in the variable ``env`` of ``environ``, else None.
+
+    The one home of secret loading: ``vvstore serve`` reads its token and cluster secret, and
+    the client commands their token, with this function; it strips and validates with
+    :func:`load_secret`, the rule :class:`TokenAuth`, :class:`ClusterAuth` and
+    :class:`~vvstore.config.NodeConfig` apply too. It lives in this module, not in the CLI or
+    vvstore.config, because this module owns what a usable secret is (at least
+    :data:`MIN_SECRET_BYTES`, the key of the HMAC and the token it compares), so the rule, its
+    messages and the loading that applies them stay together. This module is pure core and does
+    no I/O itself: the caller passes ``read`` (``lambda p: Path(p).read_bytes()``) and
+    ``environ`` (:data:`os.environ`), as time and randomness are passed in elsewhere.
+
+    An empty ``env`` variable counts as unset.
+
+    :raises ConfigError: naming the file when it cannot be read, and the file or variable when
+        its secret is too short or not UTF-8 text.
+    """
+    if path is not None:
+        source = f"file {path!r}"
+        try:
+            data = read(path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the {what} file {path!r}: {exc.strerror}") from None
+    elif env is not None and environ is not None and environ.get(env):
+        source, data = f"${env}", environ[env].encode("utf-8")
+    else:
+        return None
+    secret = load_secret(data, what=what, source=source)
+    try:
+        return secret.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"the {what} in {source} must be UTF-8 text") from None
 
 
 def load_token(data: str | bytes) -> TokenAuth:
@@ -531,10 +560,11 @@ class ClusterAuth:
         self._seen.add(key)
 
 
-def _check_secret_length(secret: bytes, what: str) -> None:
+def _check_secret_length(secret: bytes, what: str, source: str | None = None) -> None:
     if len(secret) < MIN_SECRET_BYTES:
+        where = f" in {source}" if source is not None else ""
         raise ConfigError(
-            f"{what} must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)} "
+            f"{what}{where} must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)} "
             "(make one with: openssl rand -hex 32)"
         )
 

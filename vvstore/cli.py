@@ -1,14 +1,16 @@
 """The ``vvstore`` command line: a thin shell over the library.
 
-Each ``serve`` flag maps to one :class:`~vvstore.config.NodeConfig` field. Errors are turned
-into one clear line on standard error and a non-zero exit status here, and only here.
+The ``serve`` flags are generated from :data:`vvstore.config.SETTINGS`, one per
+:class:`~vvstore.config.NodeConfig` field with the table's type, default and help, so a new
+setting gets its flag without a line here; :func:`config_from_args` turns them back into a
+NodeConfig. Errors are turned into one clear line on standard error and a non-zero exit status
+here, and only here.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import logging
 import os
@@ -18,18 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from vvstore import __version__
-from vvstore.client import Client
-from vvstore.config import NodeConfig
+from vvstore.auth import read_secret
+from vvstore.client import Client, Status
+from vvstore.config import SETTINGS, NodeConfig, Setting
 from vvstore.errors import ConfigError, VVStoreError
 
 __all__ = ["main"]
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-def _default(name: str) -> Any:
-    """NodeConfig's default for the field ``name``: the one place defaults are written."""
-    return next(f.default for f in dataclasses.fields(NodeConfig) if f.name == name)
 
 
 def _client_flags(parser: argparse.ArgumentParser) -> None:
@@ -39,18 +37,79 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: Secret settings that may also come from an environment variable holding the value itself.
+SECRET_ENV = {"token": "VVSTORE_TOKEN"}
+
+
 def _read_secret(path: str | None, what: str, env: str | None = None) -> str | None:
-    """A secret from a file (or an environment variable), whitespace stripped."""
-    if path is not None:
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the {what} file {path!r}: {exc.strerror}") from None
-    elif env is not None and os.environ.get(env):
-        text = os.environ[env]
-    else:
-        return None
-    return text.strip()
+    """:func:`vvstore.auth.read_secret` (file, else ``env``; stripped, validated), given the I/O."""
+    return read_secret(
+        path, what=what, env=env, environ=os.environ, read=lambda p: Path(p).read_bytes()
+    )
+
+
+def _default_note(row: Setting) -> str:
+    if row.required:
+        return "required"
+    value = row.default
+    return f"default {int(value) if isinstance(value, float) and value.is_integer() else value}"
+
+
+def _serve_flags(serve: argparse.ArgumentParser) -> None:
+    """One flag per row of :data:`~vvstore.config.SETTINGS`, in the table's groups and order."""
+    groups = {
+        name: serve.add_argument_group(name) for name in dict.fromkeys(r.group for r in SETTINGS)
+    }
+    for row in SETTINGS:
+        group, help_text = groups[row.group], row.help.replace("%", "%%")
+        if row.secret:
+            env = SECRET_ENV.get(row.name)
+            group.add_argument(
+                row.flag,
+                dest=f"{row.name}_file",
+                metavar=row.metavar,
+                help=f"file holding the {help_text}" + (f" (or set {env})" if env else ""),
+            )
+        elif row.repeated:
+            group.add_argument(
+                row.flag,
+                dest=row.name,
+                action="append",
+                type=row.type,
+                default=[],
+                metavar=row.metavar,
+                help=help_text,
+            )
+        else:
+            group.add_argument(
+                row.flag,
+                dest=row.name,
+                type=row.type,
+                choices=row.choices or None,
+                required=row.required,
+                default=None if row.required else row.default,
+                metavar=row.metavar,
+                help=f"{help_text} ({_default_note(row)})",
+            )
+
+
+def config_from_args(args: argparse.Namespace) -> NodeConfig:
+    """The :class:`NodeConfig` a parsed ``serve`` command line asks for; nothing is started.
+
+    Each setting comes from its flag; a secret is read from its ``--<name>-file`` (the token,
+    else from ``VVSTORE_TOKEN``).
+
+    :raises ConfigError: for a secret file that cannot be read or a value out of range.
+    """
+    return NodeConfig(**{row.name: _setting_from_args(row, args) for row in SETTINGS})
+
+
+def _setting_from_args(row: Setting, args: argparse.Namespace) -> Any:
+    if row.secret:
+        what = row.name.replace("_", " ")
+        return _read_secret(getattr(args, f"{row.name}_file"), what, SECRET_ENV.get(row.name))
+    value = getattr(args, row.name)
+    return tuple(value) if row.repeated else value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,68 +119,27 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vvstore {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run a node")
-    serve.add_argument("--node-id", required=True, help="this node's name, [A-Za-z0-9_-]{1,40}")
-    serve.add_argument("--data-dir", required=True, help="directory for the SQLite database")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback)")
-    serve.add_argument("--port", type=int, default=8080, help="TCP port; 0 picks a free one")
-    serve.add_argument(
-        "--durability",
-        choices=("full", "normal"),
-        default="full",
-        help="full: survives power loss; normal: survives a process crash, not a power loss",
+    serve = commands.add_parser(
+        "serve",
+        help="run a node",
+        description="Run a node until SIGTERM or SIGINT. Every setting has a flag;"
+        " docs/cli.md says more about each.",
     )
-    serve.add_argument(
-        "--peer", action="append", default=[], metavar="URL", help="another node (repeatable)"
-    )
-    serve.add_argument(
-        "--sync-interval",
-        type=float,
-        default=1.0,
-        metavar="SECONDS",
-        help="seconds between anti-entropy rounds with each peer (default 1)",
-    )
-    serve.add_argument(
-        "--backoff-cap",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="longest backoff on a failing peer (default 2)",
-    )
-    for name, help_text in (
-        ("peer_connect_timeout", "seconds to wait for a TCP connection to a peer"),
-        (
-            "peer_read_timeout",
-            "seconds a sync call may go without receiving a byte; not the call's total time,"
-            " so slow links complete",
-        ),
-    ):
-        default = _default(name)
-        serve.add_argument(
-            "--" + name.replace("_", "-"),
-            type=float,
-            default=default,
-            metavar="SECONDS",
-            help=f"{help_text} (default {default:g})",
-        )
-    serve.add_argument(
-        "--token-file",
-        metavar="PATH",
-        help="require this bearer token on every client route but /health (or set VVSTORE_TOKEN)",
-    )
-    serve.add_argument(
-        "--cluster-secret-file",
-        metavar="PATH",
-        help="sign and verify sync traffic between nodes with this shared secret",
-    )
-    serve.add_argument(
+    _serve_flags(serve)
+    process = serve.add_argument_group("process")
+    process.add_argument(
         "--loop",
         choices=LOOPS,
         default=None,
         help="event loop: asyncio, or uvloop (pip install 'vvstore[speed]');"
         " default $VVSTORE_LOOP, else asyncio",
     )
-    serve.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    process.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="logging threshold (default INFO)",
+    )
 
     for name, help_text in (("incr", "add to a counter"), ("get", "read a counter")):
         sub = commands.add_parser(name, help=help_text)
@@ -143,34 +161,35 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _status_table(status: dict[str, Any]) -> str:
+def _status_table(status: Status) -> str:
     lines = [
-        f"node     {status['node']}",
-        f"actor    {status['actor']}",
-        f"version  {json.dumps(status['version'], sort_keys=True)}",
+        f"node     {status.node}",
+        f"actor    {status.actor}",
+        f"version  {json.dumps(status.version, sort_keys=True)}",
     ]
-    peers = status.get("peers") or []
-    if peers:
+    if status.peers:
         lines.append("")
         lines.append(f"{'peer':<28} {'node':<12} {'reachable':<9} {'behind':>7}  last error")
-        for peer in peers:
+        for peer in status.peers:
             lines.append(
-                f"{peer['url']:<28} {peer['node'] or '?':<12} {peer['reachable']!s:<9} "
-                f"{peer['behind']:>7}  {peer['last_error'] or '-'}"
+                f"{peer.url:<28} {peer.node or '?':<12} {peer.reachable!s:<9} "
+                f"{peer.behind:>7}  {peer.last_error or '-'}"
             )
     return "\n".join(lines)
 
 
 async def _client_command(args: argparse.Namespace) -> int:
     token = _read_secret(args.token_file, "token", "VVSTORE_TOKEN")
+    # JSON output is the node's own reply (.raw), so fields this client does not know show.
     async with Client(args.url, token=token) as client:
         if args.command == "incr":
-            print(json.dumps(await client.increment(args.key, args.amount), ensure_ascii=False))
+            counter = await client.increment(args.key, args.amount)
+            print(json.dumps(counter.raw, ensure_ascii=False))
         elif args.command == "get":
-            print(json.dumps(await client.get(args.key), ensure_ascii=False))
+            print(json.dumps((await client.get(args.key)).raw, ensure_ascii=False))
         else:
             status = await client.status()
-            print(json.dumps(status) if args.json else _status_table(status))
+            print(json.dumps(status.raw) if args.json else _status_table(status))
     return 0
 
 
@@ -215,20 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.basicConfig(
                 level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
             )
-            config = NodeConfig(
-                node_id=args.node_id,
-                data_dir=args.data_dir,
-                host=args.host,
-                port=args.port,
-                durability=args.durability,
-                peers=tuple(args.peer),
-                sync_interval=args.sync_interval,
-                backoff_cap=args.backoff_cap,
-                peer_connect_timeout=args.peer_connect_timeout,
-                peer_read_timeout=args.peer_read_timeout,
-                token=_read_secret(args.token_file, "token", "VVSTORE_TOKEN"),
-                cluster_secret=_read_secret(args.cluster_secret_file, "cluster secret"),
-            )
+            config = config_from_args(args)
             factory = loop_factory(args.loop)
             logging.getLogger("vvstore").info(
                 "event loop: %s", "uvloop" if factory is not None else "asyncio"
@@ -238,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     return runner.run(serve(config))
             except OSError as exc:  # the address is taken, say
                 raise ConfigError(
-                    f"cannot listen on {args.host}:{args.port}: {exc.strerror}"
+                    f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
                 ) from None
         return asyncio.run(_client_command(args))
     except VVStoreError as exc:

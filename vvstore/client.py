@@ -10,6 +10,12 @@ raised at once.
 Keys are percent-encoded in full, so any valid key round-trips. An error reply becomes the
 matching :class:`~vvstore.errors.VVStoreError` (by its JSON ``code``); a connection failure or
 timeout becomes :class:`~vvstore.errors.PeerUnreachable` or :class:`~vvstore.errors.PeerTimeout`.
+
+Every method returns a frozen dataclass parsed from the reply (:class:`Counter`,
+:class:`CounterPage`, :class:`Status`, :class:`Health`), each with the decoded JSON object it
+came from as ``raw``, for callers that print or pass on the node's own JSON. Parsing ignores
+fields it does not know, so a newer node works; a reply without a field this client needs, or
+with a wrong type, is :class:`MalformedReply`.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -27,7 +34,19 @@ from yarl import URL
 
 from vvstore import errors
 
-__all__ = ["Client", "ReplyError", "new_idempotency_key"]
+__all__ = [
+    "Client",
+    "Counter",
+    "CounterPage",
+    "Health",
+    "ListedCounter",
+    "MalformedReply",
+    "PeerStatus",
+    "ReplyError",
+    "Sibling",
+    "Status",
+    "new_idempotency_key",
+]
 
 _BY_CODE: dict[str, type[errors.VVStoreError]] = {
     cls.code: cls
@@ -57,6 +76,287 @@ class ReplyError(errors.RequestError):
         super().__init__(message, code=code)
         self.status = status
         self.definite = status < 500
+
+
+class MalformedReply(errors.MalformedPayload):
+    """A reply this client cannot read: not JSON, a field it needs missing, or a field of
+    the wrong type. Raised by every ``from_json`` and by the client, which is never retried.
+
+    From the client, it is indefinite after a write: the node answered success, so it applied
+    the write, but what it answered is unknown; the same request with the same idempotency
+    key reads it back. After a read, it is definite.
+    """
+
+    def __init__(self, message: str, *, definite: bool = True) -> None:
+        super().__init__(message)
+        self.definite = definite
+
+
+# --- what the replies say ----------------------------------------------------------------
+#
+# Each parser takes the decoded JSON object and reads the fields it knows, so that a newer
+# node's extra fields pass.
+
+_T = TypeVar("_T")
+
+
+def _brief(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _object(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedReply(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _field(obj: Mapping[str, Any], name: str, what: str) -> Any:
+    if name not in obj:
+        raise MalformedReply(f"{what} has no {name!r}")
+    return obj[name]
+
+
+def _str(obj: Mapping[str, Any], name: str, what: str) -> str:
+    value = _field(obj, name, what)
+    if not isinstance(value, str):
+        raise MalformedReply(f"{what} {name!r} must be a string, got {_brief(value)}")
+    return value
+
+
+def _str_or_null(obj: Mapping[str, Any], name: str, what: str) -> str | None:
+    return None if _field(obj, name, what) is None else _str(obj, name, what)
+
+
+def _int(obj: Mapping[str, Any], name: str, what: str) -> int:
+    value = _field(obj, name, what)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MalformedReply(f"{what} {name!r} must be an integer, got {_brief(value)}")
+    return value
+
+
+def _number(obj: Mapping[str, Any], name: str, what: str) -> float:
+    value = _field(obj, name, what)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise MalformedReply(f"{what} {name!r} must be a number, got {_brief(value)}")
+    return float(value)
+
+
+def _number_or_null(obj: Mapping[str, Any], name: str, what: str) -> float | None:
+    return None if _field(obj, name, what) is None else _number(obj, name, what)
+
+
+def _bool(obj: Mapping[str, Any], name: str, what: str) -> bool:
+    value = _field(obj, name, what)
+    if not isinstance(value, bool):
+        raise MalformedReply(f"{what} {name!r} must be true or false, got {_brief(value)}")
+    return value
+
+
+def _list(obj: Mapping[str, Any], name: str, what: str) -> list[Any]:
+    value = _field(obj, name, what)
+    if not isinstance(value, list):
+        raise MalformedReply(f"{what} {name!r} must be a list, got {_brief(value)}")
+    return value
+
+
+def _vector(obj: Mapping[str, Any], name: str, what: str) -> dict[str, int]:
+    value = _object(_field(obj, name, what), f"{what} {name!r}")
+    for actor, seq in value.items():
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise MalformedReply(
+                f"{what} {name!r} must map actor ids to integers, got {actor!r}: {_brief(seq)}"
+            )
+    return dict(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Sibling:
+    """One entry of a counter: the actor that wrote it, the seq of that actor's latest write
+    to the key, and what the entry contributes to the counter's value."""
+
+    actor: str
+    seq: int
+    value: int
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> Sibling:
+        obj = _object(data, "a sibling")
+        # "node" is the field's old name: nodes before the rename send only it, and so does a
+        # replay of a reset reply they stored.
+        name = "node" if "actor" not in obj and "node" in obj else "actor"
+        return cls(
+            actor=_str(obj, name, "a sibling"),
+            seq=_int(obj, "seq", "a sibling"),
+            value=_int(obj, "value", "a sibling"),
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One counter as a node answered it: ``key``, ``value`` (exact, possibly beyond int64)
+    and ``version`` (``{actor id: seq}``).
+
+    ``siblings`` (one per entry, in actor order) comes with reads and resets. It is empty when
+    the reply has none (increments, batch results, the replay of a reset made on another
+    node) as well as for a key with no entry; ``"siblings" in raw`` tells the two apart.
+    """
+
+    key: str
+    value: int
+    version: dict[str, int]
+    siblings: tuple[Sibling, ...]
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> Counter:
+        obj = _object(data, "a counter")
+        siblings: tuple[Sibling, ...] = ()
+        if "siblings" in obj:
+            siblings = tuple(Sibling.from_json(s) for s in _list(obj, "siblings", "a counter"))
+        return cls(
+            key=_str(obj, "key", "a counter"),
+            value=_int(obj, "value", "a counter"),
+            version=_vector(obj, "version", "a counter"),
+            siblings=siblings,
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ListedCounter:
+    """One counter of a listing: its key and value."""
+
+    key: str
+    value: int
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> ListedCounter:
+        obj = _object(data, "a listed counter")
+        return cls(
+            key=_str(obj, "key", "a listed counter"),
+            value=_int(obj, "value", "a listed counter"),
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CounterPage:
+    """One page of ``GET /counters``: counters in key order, and ``next``, the ``after`` of
+    the next page (None on the last page)."""
+
+    counters: tuple[ListedCounter, ...]
+    next: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> CounterPage:
+        obj = _object(data, "a page of counters")
+        return cls(
+            counters=tuple(
+                ListedCounter.from_json(c) for c in _list(obj, "counters", "a page of counters")
+            ),
+            next=_str_or_null(obj, "next", "a page of counters"),
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """What a node knows of one peer: see ``GET /status`` in docs/api.md for each field."""
+
+    url: str
+    node: str | None
+    reachable: bool
+    last_success: float | None
+    last_error: str | None
+    behind: int
+    rounds: int
+    pulled_pages: int
+    pulled_entries: int
+    pulled_bytes: int
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> PeerStatus:
+        what = "a peer"
+        obj = _object(data, what)
+        return cls(
+            url=_str(obj, "url", what),
+            node=_str_or_null(obj, "node", what),
+            reachable=_bool(obj, "reachable", what),
+            last_success=_number_or_null(obj, "last_success", what),
+            last_error=_str_or_null(obj, "last_error", what),
+            behind=_int(obj, "behind", what),
+            rounds=_int(obj, "rounds", what),
+            pulled_pages=_int(obj, "pulled_pages", what),
+            pulled_entries=_int(obj, "pulled_entries", what),
+            pulled_bytes=_int(obj, "pulled_bytes", what),
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """``GET /status``: the node's id, pid, actor id and vector, its peers and its
+    idempotency records (see docs/api.md for each field)."""
+
+    node: str
+    #: None from a node older than the field (a mixed cluster mid-upgrade).
+    pid: int | None
+    actor: str
+    version: dict[str, int]
+    peers: tuple[PeerStatus, ...]
+    clock_skew: dict[str, float]
+    records: int
+    oldest_record_age: float | None
+    idempotency_unsafe_evictions: int
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> Status:
+        what = "a status"
+        obj = _object(data, what)
+        skew_what = f"{what} 'clock_skew'"
+        skew = _object(_field(obj, "clock_skew", what), skew_what)
+        return cls(
+            node=_str(obj, "node", what),
+            pid=_int(obj, "pid", what) if "pid" in obj else None,
+            actor=_str(obj, "actor", what),
+            version=_vector(obj, "version", what),
+            peers=tuple(PeerStatus.from_json(p) for p in _list(obj, "peers", what)),
+            clock_skew={node: _number(skew, node, skew_what) for node in skew},
+            records=_int(obj, "records", what),
+            oldest_record_age=_number_or_null(obj, "oldest_record_age", what),
+            idempotency_unsafe_evictions=_int(obj, "idempotency_unsafe_evictions", what),
+            raw=dict(obj),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """``GET /health``: ``status`` (always ``"ok"``) and the node's id."""
+
+    status: str
+    node: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: object) -> Health:
+        obj = _object(data, "a health reply")
+        return cls(
+            status=_str(obj, "status", "a health reply"),
+            node=_str(obj, "node", "a health reply"),
+            raw=dict(obj),
+        )
+
+
+def _batch_results(data: object) -> list[Counter]:
+    results = _list(_object(data, "a batch reply"), "results", "a batch reply")
+    return [Counter.from_json(r) for r in results]
 
 
 def new_idempotency_key() -> str:
@@ -132,12 +432,13 @@ class Client:
         self,
         method: str,
         path: str,
+        parse: Callable[[object], _T],
         body: Any = None,
         *,
         params: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
-    ) -> Any:
-        """One call to the current node."""
+    ) -> _T:
+        """One call to the current node; its reply, parsed."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self._timeout)
         url = URL(str(self.url) + path, encoded=True)
@@ -153,20 +454,41 @@ class Client:
                 raw = await response.read()
                 if response.status != 200:
                     raise _error(response.status, raw)
-                return json.loads(raw)
         except TimeoutError:
             raise errors.PeerTimeout(f"{self.url} did not answer in time") from None
         except aiohttp.ClientError as exc:
             raise errors.PeerUnreachable(f"{self.url}: {exc}") from None
+        where = f"{method} {url}"
+        try:
+            decoded = json.loads(raw)
+        except ValueError as exc:
+            raise MalformedReply(
+                f"{where}: the reply is not JSON: {exc}", definite=method == "GET"
+            ) from None
+        try:
+            return parse(decoded)
+        except MalformedReply as exc:
+            raise MalformedReply(f"{where}: {exc.message}", definite=method == "GET") from None
 
     async def _retrying(
-        self, method: str, path: str, body: Any = None, *, headers: dict[str, str]
-    ) -> Any:
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[object], _T],
+        body: Any = None,
+        *,
+        headers: dict[str, str],
+    ) -> _T:
         """A write, retried with the same headers (so the same idempotency key) while its
-        outcome is indefinite, moving to the next node after each failure."""
+        outcome is indefinite, moving to the next node after each failure.
+
+        A malformed reply is not retried: the node answered, so the write was applied.
+        """
         for attempt in range(self.attempts):
             try:
-                return await self._call(method, path, body, headers=headers)
+                return await self._call(method, path, parse, body, headers=headers)
+            except MalformedReply:
+                raise
             except errors.VVStoreError as exc:
                 if exc.definite or attempt == self.attempts - 1:
                     raise
@@ -176,55 +498,53 @@ class Client:
 
     async def increment(
         self, key: str, amount: int = 1, *, idempotency_key: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Counter:
         """``POST /counters/{key}``: add ``amount``, exactly once, retrying if need be.
 
         :param idempotency_key: the key to send; a fresh random one when None.
+        :returns: the counter right after this increment (without siblings).
         """
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
-        result: dict[str, Any] = await self._retrying(
-            "POST", self._counter_path(key), {"amount": amount}, headers=headers
+        return await self._retrying(
+            "POST", self._counter_path(key), Counter.from_json, {"amount": amount}, headers=headers
         )
-        return result
 
-    async def reset(self, key: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+    async def reset(self, key: str, *, idempotency_key: str | None = None) -> Counter:
         """``DELETE /counters/{key}``: cancel every increment this node has observed."""
         headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
-        result: dict[str, Any] = await self._retrying(
-            "DELETE", self._counter_path(key), headers=headers
+        return await self._retrying(
+            "DELETE", self._counter_path(key), Counter.from_json, headers=headers
         )
-        return result
 
-    async def batch(self, items: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
-        """``POST /batch``: every item in one transaction, or none; retried like increments."""
+    async def batch(self, items: Sequence[tuple[str, int]]) -> list[Counter]:
+        """``POST /batch``: every item in one transaction, or none; retried like increments.
+
+        :returns: one counter per item, in order (without siblings).
+        """
         body = {
             "increments": [
                 {"key": k, "amount": a, "idempotency_key": new_idempotency_key()} for k, a in items
             ]
         }
-        result = await self._retrying("POST", "/batch", body, headers={})
-        return list(result["results"])
+        return await self._retrying("POST", "/batch", _batch_results, body, headers={})
 
-    async def get(self, key: str) -> dict[str, Any]:
+    async def get(self, key: str) -> Counter:
         """``GET /counters/{key}``: value, version and siblings."""
-        result: dict[str, Any] = await self._call("GET", self._counter_path(key))
-        return result
+        return await self._call("GET", self._counter_path(key), Counter.from_json)
 
     async def list(
         self, *, prefix: str = "", after: str | None = None, limit: int = 100
-    ) -> dict[str, Any]:
+    ) -> CounterPage:
         """``GET /counters``: one page of keys and values, and the next cursor."""
         params = {"prefix": prefix, "limit": str(limit)}
         if after is not None:
             params["after"] = after
-        result: dict[str, Any] = await self._call("GET", "/counters", params=params)
-        return result
+        return await self._call("GET", "/counters", CounterPage.from_json, params=params)
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self) -> Status:
         """``GET /status``: node, actor, vector and peers."""
-        result: dict[str, Any] = await self._call("GET", "/status")
-        return result
+        return await self._call("GET", "/status", Status.from_json)
 
-    async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/health")
-        return result
+    async def health(self) -> Health:
+        """``GET /health``: the node answers, and says its node id."""
+        return await self._call("GET", "/health", Health.from_json)

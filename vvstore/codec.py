@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
+# ACTOR_ID_RE and make_actor_id live in vvstore.actor; re-exported for existing importers.
+from vvstore.actor import ACTOR_ID_RE, make_actor_id
 from vvstore.clock import MAX_COUNTER, VersionVector
 from vvstore.config import NODE_ID_RE
 from vvstore.counter import INT64_MAX, INT64_MIN, CounterState, Entry, Floor
@@ -54,6 +55,7 @@ __all__ = [
     "Outcome",
     "Page",
     "PullRequest",
+    "Reply",
     "Write",
     "counter_body",
     "decode_batch",
@@ -63,11 +65,13 @@ __all__ = [
     "decode_notice",
     "decode_page",
     "decode_pull_request",
+    "decode_reply",
     "encode_entry",
     "encode_notice",
     "encode_page",
     "encode_pull_request",
     "encode_record",
+    "encode_reply",
     "entry_size",
     "floors_bytes",
     "make_actor_id",
@@ -75,6 +79,7 @@ __all__ = [
     "page_envelope_size",
     "read_body",
     "record_size",
+    "reply_body",
     "validate_key",
     "vector_bytes",
 ]
@@ -110,14 +115,8 @@ MAX_PAGE_ENTRIES = 5000
 #: refuses (with a ValueError) to convert more than 4,300 digits. Longer numbers decode to a
 #: :class:`HugeNumber` that every field validator refuses by name.
 MAX_NUMBER_CHARS = 40
-ACTOR_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,40}~[0-9a-f]{16}")
 
 Cursor = tuple[str, int]
-
-
-def make_actor_id(node_id: str, token: int) -> str:
-    """The actor id ``<node id>~<16 lowercase hex>`` for a 64-bit random ``token``."""
-    return f"{node_id}~{token & (2**64 - 1):016x}"
 
 
 # --- public API: keys and bodies ---------------------------------------------------------
@@ -212,8 +211,9 @@ def decode_int_param(name: str, raw: str, low: int, high: int) -> int:
         or len(raw) > MAX_NUMBER_CHARS
         or not low <= int(raw) <= high
     ):
-        shown = raw if len(raw) <= 40 else f"{raw[:20]}... ({len(raw)} characters)"
-        raise InvalidRequest(f"{name} must be an integer from {low} to {high}, got {shown!r}")
+        # repr() escapes what could garble a message; a long value is cut, by its repr's length.
+        shown = repr(raw) if len(repr(raw)) <= 60 else f"{raw[:10]!r}... ({len(raw)} characters)"
+        raise InvalidRequest(f"{name} must be an integer from {low} to {high}, got {shown}")
     return int(raw)
 
 
@@ -270,13 +270,37 @@ class Write:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one write did: its reply body, the key's state after it, and whether it was a
-    replay of an earlier application of its idempotency key."""
+class Reply:
+    """What the reply to one write shows: the state of ``key``, with its siblings for a reset.
 
-    body: dict[str, Any]
+    The API renders it (:func:`reply_body`). The store keeps it with the record of the write's
+    idempotency key (:func:`encode_reply`), so that a retry answers what the first application
+    answered, whatever the key's state by then.
+    """
+
+    key: str
     state: CounterState
+    siblings: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one write did: the key's state after it, what its reply shows, and whether it was a
+    replay of an earlier application of its idempotency key.
+
+    ``state`` is the key's state right after the write (for a replay, its state now); ``reply``
+    is a :class:`Reply`, or, replaying a reply stored by an earlier release, that reply's JSON
+    body, answered as stored.
+    """
+
+    state: CounterState
+    reply: Reply | dict[str, Any]
     replayed: bool = False
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The reply's JSON body (:func:`reply_body`), for callers that hold an outcome."""
+        return reply_body(self)
 
 
 def decode_batch(body: bytes, *, max_items: int = 1000) -> list[Write]:
@@ -324,10 +348,53 @@ def counter_body(key: str, state: CounterState, *, siblings: bool) -> dict[str, 
         "version": state.version_dict(),
     }
     if siblings:
+        # "node" is the deprecated old name of "actor" (it always held an actor id), sent as
+        # well for one release so that readers of the old name keep working.
         body["siblings"] = [
-            {"node": s.actor, "seq": s.seq, "value": s.value} for s in state.siblings()
+            {"actor": s.actor, "seq": s.seq, "value": s.value, "node": s.actor}
+            for s in state.siblings()
         ]
     return body
+
+
+def reply_body(outcome: Outcome) -> dict[str, Any]:
+    """The JSON body answering one write: its key's value and version (and siblings for a
+    reset), or, replaying a reply an earlier release stored as its body, that body."""
+    reply = outcome.reply
+    if isinstance(reply, Reply):
+        return counter_body(reply.key, reply.state, siblings=reply.siblings)
+    return reply
+
+
+# The storage encoding of a reply (the reply column of the store's records table), versioned
+# like a payload: [_REPLY_FORMAT, siblings (0 or 1), [[actor id, seq, contribution], ...]]. A
+# reply shows only the value, the version and the siblings' contributions, so the state kept is
+# the floorless one whose totals are those contributions: it renders the same body in fewer
+# bytes than the floors would take. The key is the record's own column. Earlier releases stored
+# the reply's JSON body (an object) instead; those rows replay as stored.
+_REPLY_FORMAT = 1
+
+
+def encode_reply(reply: Reply) -> str:
+    """What :func:`decode_reply` needs to answer ``reply`` again, as compact JSON text."""
+    entries = [[s.actor, s.seq, s.value] for s in reply.state.siblings()]
+    return json.dumps([_REPLY_FORMAT, int(reply.siblings), entries], separators=(",", ":"))
+
+
+def decode_reply(stored: str, key: str) -> Reply | dict[str, Any]:
+    """The reply a record of ``key`` stored (:func:`encode_reply`), or an earlier release's
+    stored body as it is.
+
+    :raises ValueError: ``stored`` is in neither shape (the database is not one vvstore wrote).
+    """
+    obj = json.loads(stored)
+    if isinstance(obj, dict):
+        return obj
+    if not (isinstance(obj, list) and len(obj) == 3 and obj[0] == _REPLY_FORMAT):
+        raise ValueError(f"a stored reply of {key!r} is in no known format: {stored[:80]!r}")
+    _, siblings, entries = obj
+    state = CounterState(Entry(actor, seq, total) for actor, seq, total in entries)
+    return Reply(key, state, bool(siblings))
 
 
 # --- sync protocol -----------------------------------------------------------------------

@@ -1,27 +1,65 @@
 """NodeConfig: everything one vvstore node is told, in one frozen, validated object.
 
-Each CLI flag of ``vvstore serve`` maps to exactly one field. Validation happens at
-construction and names the field, the value and the allowed range, so a bad flag fails before
-anything is opened.
+The settings are one table: each field of :class:`NodeConfig` is declared once, with
+:func:`setting` (``field(metadata=row(...))`` for the two without a default), which carries its
+default, a one-line help with its unit, and the range, choices or check it must satisfy; its
+type is the field's annotation. Everything else is derived from that declaration:
 
-Pure core: standard library and :mod:`vvstore.errors` only; no I/O.
+* :data:`SETTINGS`, the table itself (name, type, default, help, unit, range, choices, whether
+  secret), one :class:`Setting` per field in declaration order;
+* the validation in :meth:`NodeConfig.__post_init__`, generic over the table, plus the rules
+  that tie fields together, written out;
+* the ``vvstore serve`` flags (vvstore.cli): one per setting, ``--<name-with-dashes>``, with the
+  table's type, default and help; a secret gets ``--<name>-file`` instead, since a secret is
+  never a flag's value (it would show in ``ps`` and shell history).
+
+Adding a setting is therefore one declaration here (with a comment saying why its default is
+what it is) and a row in docs/cli.md (a test fails until it is there). Environment variables
+and a config file (issue 16) are to be derived from the same table.
+
+Validation happens at construction and names the field, the value and the allowed range, so a
+bad flag fails before anything is opened.
+
+Pure core: standard library, :mod:`vvstore.errors` and :mod:`vvstore.auth` (for what a usable
+secret is); no I/O.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
-from typing import Literal
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from vvstore.auth import load_secret
 from vvstore.errors import ConfigError
 
-__all__ = ["NODE_ID_RE", "Durability", "NodeConfig", "is_loopback_host"]
+__all__ = [
+    "NODE_ID_RE",
+    "SETTINGS",
+    "Durability",
+    "NodeConfig",
+    "Setting",
+    "is_loopback_host",
+]
 
 NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 Durability = Literal["full", "normal"]
+
+#: A check beyond range and choices: ``(name, value)`` -> the error message, or None if valid.
+Check = Callable[[str, Any], str | None]
+
+# The groups settings are shown in (``vvstore serve --help``), in the order they first appear.
+NODE: Final = "node"
+SYNC: Final = "sync with peers"
+WRITES: Final = "writes"
+SECURITY: Final = "security"
+IDEMPOTENCY: Final = "idempotency records"
 
 
 def is_loopback_host(host: str) -> bool:
@@ -35,107 +73,353 @@ def is_loopback_host(host: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class Setting:
+    """One row of the settings table: a :class:`NodeConfig` field and all that is said of it.
+
+    ``type`` is the type of one value: ``str``, ``int`` or ``float``, taken from the field's
+    annotation (``Literal[...]`` gives ``str`` and :attr:`choices`, ``tuple[T, ...]`` gives
+    ``T`` and :attr:`repeated`, ``T | None`` gives ``T``). :attr:`default` is
+    :data:`dataclasses.MISSING` for a required setting.
+    """
+
+    name: str
+    type: type[str] | type[int] | type[float]
+    default: object
+    help: str
+    group: str
+    #: Unit of the value, plural ("seconds", "bytes", "pages"); empty when it has none.
+    unit: str = ""
+    #: Inclusive bounds (ints: ``low <= value <= high``; floats: ``value >= low``).
+    low: float | None = None
+    high: float | None = None
+    #: A float that must be > 0.
+    positive: bool = False
+    choices: tuple[str, ...] = ()
+    #: A tuple of values; its flag may be repeated.
+    repeated: bool = False
+    #: Read from a file, never given as a value; left out of repr (and, later, redacted).
+    secret: bool = False
+    #: The ``serve`` flag; "" derives it from the name (``--<name>``, ``--<name>-file``).
+    flag: str = ""
+    #: The flag's metavar: derived from the unit (SECONDS, BYTES, N), PATH for a secret's file;
+    #: None lets argparse show the choices.
+    metavar: str | None = None
+    check: Check | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+    def validate(self, value: Any) -> None:
+        """Raise :class:`ConfigError` naming this setting when ``value`` breaks its rules."""
+        if self.check is not None:
+            message = self.check(self.name, value)
+            if message is not None:
+                raise ConfigError(message)
+        if self.secret:
+            if value is not None:
+                load_secret(value, what=self.name)
+        elif self.choices:
+            if value not in self.choices:
+                allowed = " or ".join(map(repr, self.choices))
+                raise ConfigError(f"{self.name} must be {allowed}, got {value!r}")
+        elif self.type is int:
+            if not isinstance(value, int) or not _within(value, self.low, self.high):
+                raise ConfigError(
+                    f"{self.name} must be an int in [{self.low}, {self.high}], got {value!r}"
+                )
+        elif self.positive:
+            if not value > 0:
+                raise ConfigError(
+                    f"{self.name} must be a positive number of {self.unit}, got {value}"
+                )
+        elif self.low is not None and not value >= self.low:
+            raise ConfigError(f"{self.name} must be >= {self.low} {self.unit}, got {value}")
+
+
+def row(
+    *,
+    help: str,
+    group: str,
+    unit: str = "",
+    low: float | None = None,
+    high: float | None = None,
+    positive: bool = False,
+    secret: bool = False,
+    flag: str = "",
+    metavar: str | None = None,
+    check: Check | None = None,
+) -> dict[str, Any]:
+    """A field's metadata: its row of :data:`SETTINGS` but for name, type and default.
+
+    A required setting is declared ``name: T = field(metadata=row(...))``: mypy reads a
+    ``field()`` without a default as required, and any other call as a default.
+    """
+    return {
+        "setting": {
+            "help": help,
+            "group": group,
+            "unit": unit,
+            "low": low,
+            "high": high,
+            "positive": positive,
+            "secret": secret,
+            "flag": flag,
+            "metavar": metavar,
+            "check": check,
+        }
+    }
+
+
+def setting(default: Any, **about: Any) -> Any:
+    """Declare a :class:`NodeConfig` field with a default; ``about`` goes to :func:`row`.
+
+    Typed ``Any`` so that the field's annotation (``port: int = setting(8080, ...)``) is the type
+    mypy sees, as with :func:`dataclasses.field`. A secret is left out of ``repr``.
+    """
+    return field(default=default, repr=not about.get("secret", False), metadata=row(**about))
+
+
+def _within(value: int, low: float | None, high: float | None) -> bool:
+    return (low is None or low <= value) and (high is None or value <= high)
+
+
+def _node_id(name: str, value: Any) -> str | None:
+    if isinstance(value, str) and NODE_ID_RE.fullmatch(value):
+        return None
+    return f"node id must match [A-Za-z0-9_-]{{1,40}}, got {value!r}"
+
+
+def _not_empty(name: str, value: Any) -> str | None:
+    return None if value else f"{name} must not be empty"
+
+
+def _peer_urls(name: str, urls: Any) -> str | None:
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return f"peer URL must look like http://host:port, got {url!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """The configuration of one node. Frozen; validated when constructed.
+
+    Each field is a row of :data:`SETTINGS`; its ``help`` says what it is, the comment above
+    it why it has its default and what changing it costs.
 
     :raises ConfigError: naming the first field out of range.
     """
 
-    # The operator's name for this node: [A-Za-z0-9_-]{1,40}. Stored in the database on first
-    # start; a later start with another node id is refused.
-    node_id: str
-    # Directory holding the SQLite database and the lock file. Created if missing.
-    data_dir: str
-    # Address to bind. Loopback by default: exposing a node is an explicit choice.
-    host: str = "127.0.0.1"
-    # TCP port; 0 picks a free one (the start-up line and /status report it).
-    port: int = 8080
+    # Stored in the database on first start; a later start with another node id is refused.
+    node_id: str = field(
+        metadata=row(help="this node's name, [A-Za-z0-9_-]{1,40}", group=NODE, check=_node_id)
+    )
+    # Created if missing; one process at a time may serve it (a lock file enforces that).
+    data_dir: str = field(
+        metadata=row(
+            help="directory for the SQLite database and its lock file",
+            group=NODE,
+            check=_not_empty,
+        )
+    )
+    # Loopback by default: exposing a node is an explicit choice.
+    host: str = setting("127.0.0.1", help="address to bind", group=NODE)
+    # The start-up line and /status report the port actually bound.
+    port: int = setting(8080, help="TCP port; 0 picks a free one", group=NODE, low=0, high=65535)
     # "full": SQLite synchronous=FULL, an acknowledged write survives a power loss.
     # "normal": synchronous=NORMAL, survives a process crash, not a power loss; faster.
-    durability: Durability = "full"
-    # Base URLs of the other nodes (http://host:port). Empty: a single node.
-    peers: tuple[str, ...] = ()
-    # Seconds between anti-entropy rounds with each peer (jittered by +-20%).
-    sync_interval: float = 1.0
-    # Upper bound, in seconds, of the backoff on a failing peer (it doubles from sync_interval).
-    backoff_cap: float = 2.0
-    # Seconds a call to a peer may wait for its TCP connection before it counts as failed.
-    peer_connect_timeout: float = 2.0
-    # Seconds a call to a peer may go without receiving a byte (for the reply to begin, or
-    # between two reads of it) before it counts as failed. It measures progress, not the
-    # call's total time, so a slow link that keeps delivering completes any page; a dead or
-    # blackholed peer is noticed after this long. Raise it for links that stall for seconds.
-    peer_read_timeout: float = 2.0
-    # Seconds a whole pull round may take before it is abandoned (V is then not raised).
-    # Long enough for a node started empty to pull a large state in one round; a round cut
-    # short starts again from V.
-    round_timeout: float = 600.0
-    # Most pages one pull round may fetch before it is abandoned.
-    round_max_pages: int = 10_000
-    # Seconds to wait after a local write before notifying peers (coalesces bursts).
-    notice_delay: float = 0.05
-    # Most writes waiting for the writer; beyond it a write gets 503 with Retry-After.
-    queue_limit: int = 10_000
-    # Most writes the writer applies in one transaction (one commit, one fsync).
-    max_group: int = 2_000
-    # Most entries, and most encoded bytes of entries, records and marks, in one sync page this
-    # node sends (at most 5,000 and 1 MiB, the most any node accepts: vvstore.codec's
+    durability: Durability = setting(  # noqa: RUF009 (setting() is a dataclasses.field())
+        "full",
+        help="full: survives power loss; normal: survives a process crash, not a power loss",
+        group=NODE,
+    )
+    # Empty: a single node.
+    peers: tuple[str, ...] = setting(
+        (),
+        help="base URL of another node, http://host:port (repeatable)",
+        group=SYNC,
+        flag="--peer",
+        metavar="URL",
+        check=_peer_urls,
+    )
+    # Jittered by +-20%. A notice of a peer's write can start a round sooner.
+    sync_interval: float = setting(
+        1.0,
+        help="seconds between anti-entropy rounds with each peer",
+        group=SYNC,
+        unit="seconds",
+        positive=True,
+    )
+    # The backoff on a failing peer doubles from sync_interval up to this.
+    backoff_cap: float = setting(
+        2.0,
+        help="longest backoff on a failing peer, in seconds",
+        group=SYNC,
+        unit="seconds",
+        positive=True,
+    )
+    peer_connect_timeout: float = setting(
+        2.0,
+        help="seconds to wait for a TCP connection to a peer",
+        group=SYNC,
+        unit="seconds",
+        positive=True,
+    )
+    # It measures progress, not the call's total time, so a slow link that keeps delivering
+    # completes any page; a dead or blackholed peer is noticed after this long. Raise it for
+    # links that stall for seconds.
+    peer_read_timeout: float = setting(
+        2.0,
+        help="seconds a sync call may go without receiving a byte; not the call's total time,"
+        " so slow links complete",
+        group=SYNC,
+        unit="seconds",
+        positive=True,
+    )
+    # When it is abandoned, V is not raised. Long enough for a node started empty to pull a
+    # large state in one round; a round cut short starts again from V.
+    round_timeout: float = setting(
+        600.0,
+        help="seconds a whole pull round may take before it is abandoned",
+        group=SYNC,
+        unit="seconds",
+        positive=True,
+    )
+    round_max_pages: int = setting(
+        10_000,
+        help="most pages one pull round may fetch before it is abandoned",
+        group=SYNC,
+        unit="pages",
+        low=1,
+        high=10_000_000,
+    )
+    # Coalesces a burst of writes into one notice.
+    notice_delay: float = setting(
+        0.05,
+        help="seconds to wait after a local write before notifying peers",
+        group=SYNC,
+        unit="seconds",
+        low=0,
+    )
+    # Beyond it a write gets 503 with Retry-After.
+    queue_limit: int = setting(
+        10_000,
+        help="most writes waiting for the writer",
+        group=WRITES,
+        unit="writes",
+        low=1,
+        high=10_000_000,
+    )
+    # One transaction: one commit, one fsync.
+    max_group: int = setting(
+        2_000,
+        help="most writes the writer applies in one transaction",
+        group=WRITES,
+        unit="writes",
+        low=1,
+        high=100_000,
+    )
+    # At most 5,000 entries and 1 MiB, the most any node accepts (vvstore.codec's
     # MAX_PAGE_ENTRIES and MAX_PAGE_BYTES). A single entry larger than page_bytes still goes,
     # alone on its page. Smaller pages suit slow links: each is one request.
-    page_entries: int = 5_000
-    page_bytes: int = 1 << 20
-    # Keys whose state the writer keeps in memory (an LRU); misses read SQLite.
-    cache_keys: int = 100_000
-    # Seconds SIGTERM may spend draining the queue before exit.
-    shutdown_timeout: float = 5.0
-    # Bearer token every client route but GET /health requires (at least 32 bytes); None: open.
-    token: str | None = field(default=None, repr=False)
-    # Shared secret that signs sync traffic between nodes (at least 32 bytes). Required when a
-    # peer is not on a loopback address.
-    cluster_secret: str | None = field(default=None, repr=False)
-    # Seconds a signed sync request's timestamp may differ from our clock.
-    clock_window: float = 30.0
-    # Seconds an idempotency record is kept at least (it is purged only once older than this
-    # and covered by the vector last received from every peer).
-    idempotency_retention: float = 24 * 3600.0
-    # Most idempotency records kept; beyond it the oldest purgeable go first, then the oldest.
-    idempotency_cap: int = 1_000_000
-    # Seconds between purges of old idempotency records.
-    purge_interval: float = 60.0
-    # Seconds a client may take to send a request body before the request is refused.
-    body_timeout: float = 10.0
+    page_entries: int = setting(
+        5_000,
+        help="most entries in one sync page this node sends",
+        group=SYNC,
+        unit="entries",
+        low=1,
+        high=5000,
+    )
+    page_bytes: int = setting(
+        1 << 20,
+        help="most encoded bytes of entries, records and marks in one sync page this node sends",
+        group=SYNC,
+        unit="bytes",
+        low=1024,
+        high=1 << 20,
+    )
+    # An LRU; misses read SQLite. 0 keeps none.
+    cache_keys: int = setting(
+        100_000,
+        help="keys whose state the writer keeps in memory",
+        group=WRITES,
+        unit="keys",
+        low=0,
+        high=100_000_000,
+    )
+    # Writes still queued after it fail with 503 (unavailable).
+    shutdown_timeout: float = setting(
+        5.0,
+        help="seconds SIGTERM may spend draining the queue before exit",
+        group=WRITES,
+        unit="seconds",
+        positive=True,
+    )
+    # None: the client routes are open to anyone who can reach the node (serve logs a WARNING
+    # when it binds beyond loopback without one).
+    token: str | None = setting(
+        None,
+        help="bearer token every client route but GET /health requires, at least 32 bytes",
+        group=SECURITY,
+        secret=True,
+    )
+    # Every node holds the same one. Required when a peer or the bind address is not
+    # loopback (checked below).
+    cluster_secret: str | None = setting(
+        None,
+        help="shared secret that signs sync traffic between nodes, at least 32 bytes",
+        group=SECURITY,
+        secret=True,
+    )
+    # The nodes' clocks must agree within it (NTP); a replayed request is refused by the nonce
+    # cache within it, by its timestamp after it.
+    clock_window: float = setting(
+        30.0,
+        help="seconds a signed sync request's timestamp may differ from our clock",
+        group=SECURITY,
+        unit="seconds",
+        positive=True,
+    )
+    # Purged only once older than this and covered by the vector last received from every
+    # peer: a client's retry within it is answered, not applied twice.
+    idempotency_retention: float = setting(
+        24 * 3600.0,
+        help="seconds an idempotency record is kept at least",
+        group=IDEMPOTENCY,
+        unit="seconds",
+        positive=True,
+    )
+    # Beyond it the oldest purgeable records go first, then the oldest.
+    idempotency_cap: int = setting(
+        1_000_000,
+        help="most idempotency records kept",
+        group=IDEMPOTENCY,
+        unit="records",
+        low=1,
+        high=1_000_000_000,
+    )
+    purge_interval: float = setting(
+        60.0,
+        help="seconds between purges of old idempotency records",
+        group=IDEMPOTENCY,
+        unit="seconds",
+        positive=True,
+    )
+    # A slow or stalled client would otherwise hold its connection while it trickles a body in.
+    body_timeout: float = setting(
+        10.0,
+        help="seconds a client may take to send a request body before it is refused",
+        group=SECURITY,
+        unit="seconds",
+        positive=True,
+    )
 
     def __post_init__(self) -> None:
-        if not isinstance(self.node_id, str) or not NODE_ID_RE.fullmatch(self.node_id):
-            raise ConfigError(f"node id must match [A-Za-z0-9_-]{{1,40}}, got {self.node_id!r}")
-        if not self.data_dir:
-            raise ConfigError("data_dir must not be empty")
-        if self.durability not in ("full", "normal"):
-            raise ConfigError(f"durability must be 'full' or 'normal', got {self.durability!r}")
-        if not 0 <= self.port <= 65535:
-            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
-        for url in self.peers:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(f"peer URL must look like http://host:port, got {url!r}")
-        positive = {
-            "sync_interval": self.sync_interval,
-            "backoff_cap": self.backoff_cap,
-            "peer_connect_timeout": self.peer_connect_timeout,
-            "peer_read_timeout": self.peer_read_timeout,
-            "round_timeout": self.round_timeout,
-            "shutdown_timeout": self.shutdown_timeout,
-            "clock_window": self.clock_window,
-            "idempotency_retention": self.idempotency_retention,
-            "purge_interval": self.purge_interval,
-            "body_timeout": self.body_timeout,
-        }
-        for name, value in positive.items():
-            if not value > 0:
-                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
-        for name, secret in (("token", self.token), ("cluster secret", self.cluster_secret)):
-            if secret is not None and len(secret.encode()) < 32:
-                raise ConfigError(f"the {name} must be at least 32 bytes")
+        for row in SETTINGS:
+            row.validate(getattr(self, row.name))
+        # The rules that tie settings together.
         if self.cluster_secret is None and not all(
             is_loopback_host(urlsplit(url).hostname or "") for url in self.peers
         ):
@@ -149,17 +433,59 @@ class NodeConfig:
                 " (--cluster-secret-file): the sync routes would otherwise serve every counter"
                 " to anyone who can reach the node"
             )
-        if self.notice_delay < 0:
-            raise ConfigError(f"notice_delay must be >= 0 seconds, got {self.notice_delay}")
-        bounded = {
-            "round_max_pages": (self.round_max_pages, 1, 10_000_000),
-            "queue_limit": (self.queue_limit, 1, 10_000_000),
-            "max_group": (self.max_group, 1, 100_000),
-            "page_entries": (self.page_entries, 1, 5000),
-            "page_bytes": (self.page_bytes, 1024, 1 << 20),
-            "cache_keys": (self.cache_keys, 0, 100_000_000),
-            "idempotency_cap": (self.idempotency_cap, 1, 1_000_000_000),
-        }
-        for name, (value, low, high) in bounded.items():
-            if not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"{name} must be an int in [{low}, {high}], got {value!r}")
+
+
+def _value_type(hint: Any) -> tuple[Any, tuple[str, ...], bool]:
+    """``(type of one value, choices, repeated)`` from a field's resolved annotation."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return type(args[0]), args, False
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        one, choices, _ = _value_type(args[0])
+        return one, choices, True
+    if origin in (types.UnionType, typing.Union) and type(None) in args and len(args) == 2:
+        return _value_type(next(a for a in args if a is not type(None)))
+    if hint in (str, int, float):
+        return hint, (), False
+    raise TypeError(f"a setting cannot have the type {hint!r}")
+
+
+def _metavar(name: str, about: dict[str, Any], choices: tuple[str, ...]) -> str | None:
+    if about["metavar"]:
+        return str(about["metavar"])
+    if choices:
+        return None  # argparse shows {a,b}
+    if about["secret"]:
+        return "PATH"
+    unit = str(about["unit"])
+    if unit in ("seconds", "bytes"):
+        return unit.upper()
+    return "N" if unit else name.upper()
+
+
+def _table() -> tuple[Setting, ...]:
+    hints = typing.get_type_hints(NodeConfig)
+    rows = []
+    for f in fields(NodeConfig):
+        about = dict(f.metadata["setting"])
+        one, choices, repeated = _value_type(hints[f.name])
+        if one is int and (about["low"] is None or about["high"] is None):
+            raise TypeError(f"the int setting {f.name} needs low and high")
+        dashed = f.name.replace("_", "-")
+        about["flag"] = about["flag"] or (f"--{dashed}-file" if about["secret"] else f"--{dashed}")
+        about["metavar"] = _metavar(f.name, about, choices)
+        rows.append(
+            Setting(
+                name=f.name,
+                type=one,
+                default=f.default,
+                choices=choices,
+                repeated=repeated,
+                **about,
+            )
+        )
+    return tuple(rows)
+
+
+#: The settings table: one row per NodeConfig field, in declaration order.
+SETTINGS: Final[tuple[Setting, ...]] = _table()

@@ -29,9 +29,10 @@ have been applied, and only a retry with the same idempotency key is safe.
     │   ├── SchemaTooNew           the database was written by a newer vvstore
     │   ├── DataDirLocked          another process serves this data directory
     │   └── NodeIdMismatch         the data directory belongs to another node id
-    └── PeerError                  a call to another node failed (indefinite)
-        ├── PeerUnreachable        connection refused or reset
-        └── PeerTimeout            no answer within the call timeout
+    ├── PeerError                  a call to another node failed (indefinite)
+    │   ├── PeerUnreachable        connection refused or reset
+    │   └── PeerTimeout            no answer within the call timeout
+    └── RoundAbandoned             a pull round stopped at its page budget (indefinite)
 
 This module is part of the pure core: standard library only, no I/O.
 """
@@ -57,6 +58,7 @@ __all__ = [
     "PeerUnreachable",
     "RequestError",
     "RequestTimeout",
+    "RoundAbandoned",
     "SchemaTooNew",
     "StoreError",
     "Unauthorized",
@@ -232,3 +234,17 @@ class PeerTimeout(PeerError):
     """The other node did not answer within the call timeout."""
 
     code = "peer_timeout"
+
+
+class RoundAbandoned(VVStoreError):
+    """A pull round stopped before its last page, though every call and payload was fine.
+
+    Raised by :class:`vvstore.sync.PullRound` when the round reaches its page budget
+    (``round_max_pages``): the peer has more to send than one round may take. V is not raised;
+    the pages already applied stay applied (each is sound on its own), so the outcome is
+    indefinite. The sync loop logs it and tries again; it never reaches the HTTP API, so it
+    has no status of its own.
+    """
+
+    code = "round_abandoned"
+    definite = False

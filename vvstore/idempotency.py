@@ -9,7 +9,7 @@ their actor's stream and merge by union, so every node eventually learns every c
 When K was applied on two nodes before either knew of the other (a retry elsewhere during a
 partition), the copies are ordered by ``(seq, actor id)``. The smallest copy stands. The node
 that made any other copy c compensates it exactly once, in one transaction: it subtracts c's
-amount from its own current entry for c's key and marks c ``compensated_by`` that write's dot.
+amount from its own current entry for c's key and marks c with that write's dot (its ``mark``).
 It does so only when it holds a record of a smaller copy c' *and* the entry that counts c'
 (so the total never dips below one application), and no reset floor covers c (a reset that
 already cancelled c must not be cancelled twice). :func:`compensations` decides; the store acts.
@@ -17,7 +17,8 @@ already cancelled c must not be cancelled twice). :func:`compensations` decides;
 Limits (see docs/design.md): a retry after its record was purged counts again; a copy whose node
 never returns stays counted; a reset concurrent with a duplicate can be off by that amount.
 
-Pure core: standard library, :mod:`vvstore.counter` and :mod:`vvstore.errors` only; no I/O.
+Pure core: standard library, :mod:`vvstore.actor`, :mod:`vvstore.counter` and
+:mod:`vvstore.errors` only; no I/O.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from vvstore.actor import node_of
 from vvstore.counter import CounterState
 from vvstore.errors import InvalidRequest
 
 __all__ = [
     "MAX_IDEMPOTENCY_KEY",
+    "Dot",
     "Record",
     "compensations",
     "fingerprint",
@@ -39,6 +42,7 @@ __all__ = [
 ]
 
 MAX_IDEMPOTENCY_KEY = 128
+#: The name of one write: (actor id, seq).
 Dot = tuple[str, int]
 
 
@@ -103,7 +107,8 @@ class Record:
 
     @property
     def node_id(self) -> str:
-        return self.actor.split("~", 1)[0]
+        """The node that made this copy (in any of its incarnations)."""
+        return node_of(self.actor)
 
 
 def compensations(

@@ -1,8 +1,11 @@
 """The durable store: SQLite through aiosqlite, one group-committing writer.
 
-This is the only module that imports aiosqlite. It owns the schema and its recorded
-migrations, the node's identity (node id, actor id, incarnation), the data directory lock, and
-the single writer task. It must never answer a write before the transaction holding it has
+This is the only module that imports aiosqlite. It locks the data directory, opens the database
+with its pragmas, runs the recorded migrations of :mod:`vvstore.schema`, keeps the node's
+identity (node id, actor id, incarnation), runs the single writer task, serves reads and pull
+pages, and purges idempotency records. What a write group does is decided by the pure
+:mod:`vvstore.writes`: the writer loads what those decisions need, calls them, and executes
+what they decided. It must never answer a write before the transaction holding it has
 committed, and never let one request's refusal roll back another's write.
 
 Writes are queued (bounded) and applied by one task: it takes what is queued, applies it in
@@ -14,13 +17,19 @@ whose outcome is indefinite. Reads use a second connection and see committed sta
 
 The actor's event counter lives in the node-level vector table, updated in the same
 transaction as the entries it numbered, so a reader never sees a seq that is not committed.
+
+This module is longer than the ~600 lines a module should keep to, because everything in it
+shares the two connections and one discipline (a single writer, rollback on any exception,
+actor numbers taken back when a commit fails, reads executed and fetched in one call):
+splitting its SQL across modules would spread that discipline, not shrink it. What needs no
+connection lives apart already: the decisions (writes), the schema, the page budget (paging).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import enum
 import fcntl
 import json
 import logging
@@ -29,140 +38,47 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
 
+from vvstore.actor import actor_prefix
 from vvstore.clock import VersionVector
-from vvstore.codec import (
-    MAX_FLOORS_BYTES,
-    Outcome,
-    Page,
-    PullRequest,
-    Write,
-    counter_body,
-    floors_bytes,
-    make_actor_id,
-)
+from vvstore.codec import Outcome, Page, PullRequest, Write, decode_reply, encode_reply
 from vvstore.config import NodeConfig
 from vvstore.counter import CounterState, Entry, Floor
 from vvstore.errors import (
-    ConflictingEntry,
     DataDirLocked,
-    IdempotencyKeyReused,
     NodeIdMismatch,
-    Overflow,
     RequestError,
     SchemaTooNew,
     Unavailable,
 )
-from vvstore.idempotency import Record, compensations, fingerprint, key_hash
+from vvstore.idempotency import Dot, Record, key_hash
 from vvstore.paging import PageBuilder
+from vvstore.schema import MIGRATIONS, MIGRATIONS_TABLE, SCHEMA_VERSION
+from vvstore.writes import (
+    ApplyResult,
+    Group,
+    Identity,
+    Switch,
+    compensate,
+    new_incarnation,
+    prepare_apply,
+    prepare_raise,
+    prepare_writes,
+    waiting,
+)
 
-__all__ = ["DB_FILE", "MIGRATIONS", "SCHEMA_VERSION", "ApplyResult", "Store"]
+# SCHEMA_VERSION is vvstore.schema's; it stays importable from here for the benchmarks.
+__all__ = ["DB_FILE", "SCHEMA_VERSION", "PurgeResult", "Store"]
 
 log = logging.getLogger(__name__)
 
 DB_FILE = "vvstore.sqlite3"
 LOCK_FILE = "LOCK"
-
-# Recorded migrations: (version, name, statements). Append only; never edit a released one.
-MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
-    (
-        1,
-        "entries, node-level vector, identity",
-        (
-            """CREATE TABLE meta (
-                name TEXT PRIMARY KEY,
-                value TEXT NOT NULL
-            ) STRICT""",
-            # One row per (key, actor): that actor's current entry for the key. (actor, seq) is
-            # unique: every write is its own event of its actor.
-            """CREATE TABLE entries (
-                key TEXT NOT NULL,
-                actor TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                total INTEGER NOT NULL,
-                floors TEXT NOT NULL,
-                PRIMARY KEY (key, actor)
-            ) STRICT, WITHOUT ROWID""",
-            "CREATE UNIQUE INDEX entries_by_dot ON entries (actor, seq)",
-            # The node-level vector V for actors other than the current one: raised only after
-            # a complete pull, or when this node leaves an actor behind (a new incarnation).
-            # The current actor's part is MAX(seq) of its own entries, committed with them.
-            """CREATE TABLE vector (
-                actor TEXT PRIMARY KEY,
-                seq INTEGER NOT NULL
-            ) STRICT""",
-        ),
-    ),
-]
-MIGRATIONS.append(
-    (
-        2,
-        "records of idempotency-key applications and their compensation marks",
-        (
-            # One row per application of an idempotency key, named by the dot of its write.
-            # Only the node that made it keeps the reply (word for word, for retries).
-            """CREATE TABLE records (
-                actor TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                khash BLOB NOT NULL,
-                fingerprint BLOB NOT NULL,
-                key TEXT NOT NULL,
-                amount INTEGER NOT NULL,
-                created REAL NOT NULL,
-                reply TEXT,
-                PRIMARY KEY (actor, seq)
-            ) STRICT, WITHOUT ROWID""",
-            "CREATE INDEX records_by_khash ON records (khash)",
-            "CREATE INDEX records_by_age ON records (created)",
-            # The copy (actor, seq) was compensated by the write (by_actor, by_seq). A mark
-            # travels in the stream of the write that made it, so it may arrive before its
-            # record: it is kept apart.
-            """CREATE TABLE marks (
-                actor TEXT NOT NULL,
-                seq INTEGER NOT NULL,
-                by_actor TEXT NOT NULL,
-                by_seq INTEGER NOT NULL,
-                PRIMARY KEY (actor, seq)
-            ) STRICT, WITHOUT ROWID""",
-            "CREATE INDEX marks_by_writer ON marks (by_actor, by_seq)",
-        ),
-    )
-)
-MIGRATIONS.append(
-    (
-        3,
-        "entries name their actor by a small integer (actors table); no floors is NULL",
-        (
-            # An actor id is 18 to 57 characters and sat in both the primary key and the dot
-            # index of every entry; as an integer, SQLite writes about a third less per write on
-            # many keys (python -m bench.schema). The writer is the only one to number actors.
-            """CREATE TABLE actors (
-                id INTEGER PRIMARY KEY,
-                name TEXT NOT NULL UNIQUE
-            ) STRICT""",
-            "INSERT INTO actors (name) SELECT DISTINCT actor FROM entries ORDER BY actor",
-            """CREATE TABLE entries_v3 (
-                key TEXT NOT NULL,
-                actor INTEGER NOT NULL,
-                seq INTEGER NOT NULL,
-                total INTEGER NOT NULL,
-                floors TEXT,
-                PRIMARY KEY (key, actor)
-            ) STRICT, WITHOUT ROWID""",
-            "INSERT INTO entries_v3 SELECT e.key, a.id, e.seq, e.total, NULLIF(e.floors, '{}')"
-            " FROM entries e JOIN actors a ON a.name = e.actor",
-            "DROP TABLE entries",
-            "ALTER TABLE entries_v3 RENAME TO entries",
-            "CREATE UNIQUE INDEX entries_by_dot ON entries (actor, seq)",
-        ),
-    )
-)
-SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 
 def _floors_json(entry: Entry) -> str | None:
@@ -179,25 +95,7 @@ def _entry_from_row(actor: str, seq: int, total: int, floors: str | None) -> Ent
     return Entry(actor, seq, total, {a: Floor(s, t) for a, (s, t) in json.loads(floors).items()})
 
 
-Dot = tuple[str, int]
 T = TypeVar("T")
-
-
-# A floor's encoding never exceeds this many bytes (a 57-character actor id, a 19-digit seq, a
-# 20-character total, punctuation): below MAX_FLOORS_BYTES / this, floors need no measuring.
-_FLOOR_BYTES_BOUND = 103
-
-
-def _check_floors(key: str, entry: Entry) -> None:
-    """Refuse a reset whose entry every peer would refuse (floors over the sync limit)."""
-    if len(entry.floors) * _FLOOR_BYTES_BOUND <= MAX_FLOORS_BYTES:
-        return
-    size = floors_bytes(entry.floors)
-    if size > MAX_FLOORS_BYTES:
-        raise Overflow(
-            f"resetting {key!r} would need {size} bytes of floors ({len(entry.floors)} siblings),"
-            f" more than the {MAX_FLOORS_BYTES} a peer accepts"
-        )
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -205,20 +103,17 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def _actor_token() -> int:
+    """What names a new actor id: from the OS, never a seeded generator, so that two
+    incarnations never share an actor id."""
+    return int.from_bytes(os.urandom(8), "big")
+
+
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return ""
-
-
-@dataclass(slots=True)
-class ApplyResult:
-    """What applying a page of remote entries did."""
-
-    received: int
-    applied: int
-    records: int = 0
 
 
 # --- the writer's operations -------------------------------------------------------------
@@ -280,29 +175,6 @@ class PurgeResult:
     remaining: int
 
 
-@dataclass(slots=True)
-class _Group:
-    """The writer's scratch space for one transaction."""
-
-    base: dict[str, CounterState] = field(default_factory=dict)
-    states: dict[str, CounterState] = field(default_factory=dict)
-    rows: dict[tuple[str, str], Entry] = field(default_factory=dict)
-    vector: dict[str, int] = field(default_factory=dict)
-    meta: dict[str, str] = field(default_factory=dict)
-    # Every copy held of the idempotency keys this group touches, by key hash then dot.
-    copies: dict[bytes, dict[Dot, Record]] = field(default_factory=dict)
-    # The stored reply of each copy this node made, by dot.
-    replies: dict[Dot, str] = field(default_factory=dict)
-    new_records: list[tuple[Record, str | None]] = field(default_factory=list)
-    marks: dict[Dot, Dot] = field(default_factory=dict)
-    dots: dict[Dot, str] = field(default_factory=dict)
-    local_writes: int = 0
-
-    @property
-    def dirty(self) -> bool:
-        return bool(self.rows or self.vector or self.meta or self.new_records or self.marks)
-
-
 _ENTRIES_AFTER = (
     "SELECT seq, key, total, floors FROM entries WHERE actor = ? AND seq > ? ORDER BY seq LIMIT ?"
 )
@@ -314,6 +186,15 @@ _MARKS_AFTER = (
     "SELECT by_seq, actor, seq FROM marks WHERE by_actor = ? AND by_seq > ? ORDER BY by_seq LIMIT ?"
 )
 _OWN_SEQ = "SELECT MAX(seq) FROM entries WHERE actor = ?"
+
+
+class _Kind(enum.Enum):
+    """The streams of one actor a pull page interleaves by seq: _ENTRIES_AFTER, _RECORDS_AFTER
+    and _MARKS_AFTER, in that order (a seq's items go in it too)."""
+
+    ENTRY = enum.auto()
+    RECORD = enum.auto()
+    MARK = enum.auto()
 
 
 async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -345,20 +226,30 @@ class Store:
         self._actor_names: dict[int, str] = {}
         self._vector: dict[str, int] = {}
         self.node_id = config.node_id
-        self.actor = ""
-        self.incarnation = 0
-        self._seq = 0
+        # Only the writer's decisions (and open) change it; readers see a switch at once.
+        self._identity = Identity(config.node_id)
         # Identity changes not yet committed; every group carries them until one commits.
         self._pending_meta: dict[str, str] = {}
         self._pending_vector: dict[str, int] = {}
         # Key hashes with a copy this node made that may still need compensating.
         self._pending_khashes: set[bytes] = set()
-        #: Number of transactions committed by the writer (tests and /status read it).
+        #: Transactions the writer committed. Only tests read it, and it stays: it is how they
+        #: see that writes shared one group.
         self.commits = 0
         #: Idempotency records evicted at the cap before every peer held them.
         self.unsafe_evictions = 0
         #: Called after every commit that holds a local write (the sync loop's notices).
         self.on_local_commit: list[Callable[[], None]] = []
+
+    @property
+    def actor(self) -> str:
+        """The actor id this node writes as now."""
+        return self._identity.actor
+
+    @property
+    def incarnation(self) -> int:
+        """How many actor ids this data directory has had."""
+        return self._identity.incarnation
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -415,11 +306,7 @@ class Store:
         await db.execute("PRAGMA foreign_keys=ON")
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
-        await db.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
-                version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL
-            ) STRICT"""
-        )
+        await db.execute(MIGRATIONS_TABLE)
         (row,) = await _rows(db, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
         current = int(row[0])
         if current > SCHEMA_VERSION:
@@ -466,10 +353,11 @@ class Store:
             and meta.get("boot_id") != boot_id
         ):
             reason = "unclean shutdown followed by a reboot under durability=normal"
-        self.incarnation = int(meta.get("incarnation", "0"))
+        identity = self._identity
+        identity.incarnation = int(meta.get("incarnation", "0"))
         self.unsafe_evictions = int(meta.get("unsafe_evictions", "0"))
-        self.actor = meta.get("actor", "")
-        self._seq = max(self._vector.get(self.actor, 0), await self._own_seq(self.actor))
+        identity.actor = meta.get("actor", "")
+        identity.seq = max(self._vector.get(identity.actor, 0), await self._own_seq(identity.actor))
         updates = {
             "node_id": self.node_id,
             "file_identity": file_identity,
@@ -478,7 +366,8 @@ class Store:
             "durability": self.config.durability,
         }
         if reason is not None:
-            updates.update(self._new_incarnation(reason))
+            self._left_behind(new_incarnation(identity, _actor_token(), reason))
+            updates.update(identity.meta())
         await db.execute("BEGIN IMMEDIATE")
         await db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", updates.items())
         await db.executemany(
@@ -491,26 +380,19 @@ class Store:
         self._pending_meta.clear()
         self._pending_vector.clear()
 
-    def _new_incarnation(self, reason: str) -> dict[str, str]:
-        """Switch to a new actor id; the change is committed with the next transaction.
-
-        The actor left behind keeps its place in V at its counter: we hold every entry it
-        committed.
-        """
-        old = self.actor
-        if old and self._seq:
-            self._pending_vector[old] = self._seq
-        self.incarnation += 1
-        # From the OS, never a seeded generator: two incarnations must not share an actor id.
-        self.actor = make_actor_id(self.node_id, int.from_bytes(os.urandom(8), "big"))
-        self._seq = 0
-        if old:
+    def _left_behind(self, switch: Switch) -> None:
+        """Carry a new incarnation into every group until one commits, and say so."""
+        if switch.left and switch.seq:
+            self._pending_vector[switch.left] = switch.seq
+        if switch.left:
             log.warning(
-                "node %s: new incarnation %s (was %s): %s", self.node_id, self.actor, old, reason
+                "node %s: new incarnation %s (was %s): %s",
+                self.node_id,
+                self.actor,
+                switch.left,
+                switch.reason,
             )
-        change = {"actor": self.actor, "incarnation": str(self.incarnation)}
-        self._pending_meta.update(change)
-        return change
+        self._pending_meta.update(self._identity.meta())
 
     async def close(self) -> None:
         """Drain queued writes (bounded by the shutdown timeout), then close cleanly."""
@@ -739,7 +621,6 @@ class Store:
                     self._queue.task_done()
 
     async def _run_group(self, ops: list[_Op]) -> None:
-        group = _Group()
         khashes = {kh for op in ops for kh in op.khashes()}
         # Compensation waits for the end of a complete pull (the group raising V): a page may
         # bring a copy's record before the mark of an earlier compensation of it, or before the
@@ -748,6 +629,7 @@ class Store:
         finishing = any(isinstance(op, _RaiseVector) for op in ops)
         if finishing:
             khashes |= self._pending_khashes
+        group = Group(token=_actor_token())
         keys = {key for op in ops for key in op.touched()}
         keys |= await self._load_copies(khashes, group)
         group.base = await self._load_states(keys)
@@ -755,20 +637,32 @@ class Store:
         group.vector.update(self._pending_vector)
         group.dots = await self._held_dots(ops)
         results: list[tuple[_Op, Any]] = []
-        for op in ops:
-            if op.future.done():  # its caller went away (cancelled); apply nothing for it
-                continue
-            try:
-                results.append((op, self._prepare(op, group)))
-            except RequestError as exc:
-                op.future.set_exception(exc)
+        try:
+            for op in ops:
+                if op.future.done():  # its caller went away (cancelled); apply nothing for it
+                    continue
+                try:
+                    results.append((op, self._decide(op, group)))
+                except RequestError as exc:
+                    op.future.set_exception(exc)
+        finally:
+            # A new incarnation holds from the moment it is decided, even if the group fails.
+            for switch in group.switches:
+                self._left_behind(switch)
         for op in ops:
             if isinstance(op, _Apply):
                 self._pending_khashes.update(
-                    r.khash for r in op.records if self._waiting(group, r.khash)
+                    r.khash for r in op.records if waiting(group, self.node_id, r.khash)
                 )
         if finishing:
-            self._compensate(group, set(self._pending_khashes))
+            self._pending_khashes = compensate(group, self._identity, self._pending_khashes)
+            for copy in group.uncompensated:
+                log.error("cannot compensate %s:%d without overflow", copy.actor, copy.seq)
+            for kh in group.mixed:
+                log.warning(
+                    "idempotency key %s was applied with different requests; the first stands",
+                    kh.hex(),
+                )
         if group.dirty:
             await self._commit(group)
             self.commits += 1
@@ -782,7 +676,7 @@ class Store:
             for callback in self.on_local_commit:
                 callback()
 
-    async def _commit(self, group: _Group) -> None:
+    async def _commit(self, group: Group) -> None:
         """Write one group in one transaction (tests replace this to inject failures)."""
         db = self._db
         assert db is not None
@@ -809,7 +703,7 @@ class Store:
                     "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         (r.actor, r.seq, r.khash, r.fingerprint, r.key, r.amount, now, reply)
-                        for r, reply in group.new_records
+                        for r, reply in self._records_rows(group)
                     ],
                 )
             if group.marks:
@@ -837,6 +731,13 @@ class Store:
                 del self._actor_names[self._actor_ids.pop(name)]
             raise
 
+    @staticmethod
+    def _records_rows(group: Group) -> Iterator[tuple[Record, str | None]]:
+        """The group's new records, each with its reply column: only the node that made a
+        copy keeps what its reply showed (a record received from a peer has none)."""
+        for record, reply in group.new_records:
+            yield record, None if reply is None else encode_reply(reply)
+
     def _number_actors(self, names: Iterable[str]) -> list[str]:
         """Give each actor in ``names`` without a number the next one; the names numbered."""
         new = sorted(name for name in names if name not in self._actor_ids)
@@ -846,7 +747,7 @@ class Store:
             self._actor_names[number] = name
         return new
 
-    def _publish(self, group: _Group) -> None:
+    def _publish(self, group: Group) -> None:
         for key, state in group.states.items():
             self._remember(key, state)
         for actor, seq in group.vector.items():
@@ -862,8 +763,9 @@ class Store:
             self._cache.popitem(last=False)
 
     async def _load_states(self, keys: set[str]) -> dict[str, CounterState]:
-        """The committed states of ``keys`` that the cache does not hold, read from SQLite."""
-        missing = [key for key in keys if key not in self._cache]
+        """The committed states of ``keys``: from the cache, or else read from SQLite."""
+        cached = {key: self._cache[key] for key in keys if key in self._cache}
+        missing = [key for key in keys if key not in cached]
         db = self._db
         assert db is not None
         loaded: dict[str, list[Entry]] = {key: [] for key in missing}
@@ -876,9 +778,9 @@ class Store:
                 chunk,
             ):
                 loaded[key].append(_entry_from_row(names[actor], seq, total, floors))
-        return {key: CounterState(entries) for key, entries in loaded.items()}
+        return cached | {key: CounterState(entries) for key, entries in loaded.items()}
 
-    async def _load_copies(self, khashes: set[bytes], group: _Group) -> set[str]:
+    async def _load_copies(self, khashes: set[bytes], group: Group) -> set[str]:
         """Every held copy of ``khashes`` into ``group``; the counter keys they name."""
         db = self._db
         assert db is not None
@@ -898,7 +800,7 @@ class Store:
                 record = Record(actor, seq, kh, fp, key, amount, mark)
                 group.copies.setdefault(kh, {})[record.dot] = record
                 if reply is not None:
-                    group.replies[record.dot] = reply
+                    group.replies[record.dot] = decode_reply(reply, key)
                 keys.add(key)
         return keys
 
@@ -926,182 +828,15 @@ class Store:
                 held[(self._actor_names[actor], seq)] = key
         return held
 
-    def _state(self, key: str, group: _Group) -> CounterState:
-        state = group.states.get(key) or self._cache.get(key) or group.base.get(key)
-        return state if state is not None else CounterState()
-
-    def _prepare(self, op: _Op, group: _Group) -> Any:
+    def _decide(self, op: _Op, group: Group) -> Any:
+        """What ``op`` does within ``group`` (vvstore.writes decides), and its answer."""
         if isinstance(op, _Write):
-            return self._prepare_writes(group, op.writes)
+            return prepare_writes(group, self._identity, op.writes)
         if isinstance(op, _Apply):
-            return self._prepare_apply(group, op)
+            return prepare_apply(group, self._identity, op.entries, op.records, op.marks)
         if isinstance(op, _RaiseVector):
-            return self._prepare_raise(group, op.vector)
+            return prepare_raise(group, self._identity, op.vector, self._vector)
         raise TypeError(f"unknown write operation {op!r}")
-
-    def _prepare_writes(self, group: _Group, writes: Sequence[Write]) -> list[Outcome]:
-        """Prepare local writes all-or-none: on any refusal, the group is left untouched."""
-        states: dict[str, CounterState] = {}
-        rows: dict[tuple[str, str], Entry] = {}
-        records: list[tuple[Record, str]] = []
-        outcomes: list[Outcome] = []
-        seq = self._seq
-        for write in writes:
-            state = states.get(write.key) or self._state(write.key, group)
-            record = None
-            if write.idempotency_key is not None:
-                kh = key_hash(write.idempotency_key)
-                fp = fingerprint(write.key, write.amount, reset=write.reset)
-                replay = self._replay(group, kh, fp, write.key, state)
-                if replay is not None:
-                    outcomes.append(replay)
-                    continue
-                record = Record(self.actor, seq + 1, kh, fp, write.key, write.amount)
-            if (write.amount == 0 and not write.reset) or (write.reset and not len(state)):
-                outcomes.append(
-                    Outcome(counter_body(write.key, state, siblings=write.reset), state)
-                )
-                continue  # a no-op: answer the current state, write nothing
-            seq += 1
-            if write.reset:
-                entry = state.reset(self.actor, seq)
-                _check_floors(write.key, entry)
-            else:
-                entry = state.increment(self.actor, seq, write.amount)
-            state = state.with_entry(entry)
-            states[write.key] = state
-            rows[(write.key, self.actor)] = entry
-            body = counter_body(write.key, state, siblings=write.reset)
-            outcomes.append(Outcome(body, state))
-            if record is not None:
-                records.append((record, json.dumps(body, separators=(",", ":"))))
-        if rows:
-            self._seq = seq
-            group.dots.update({entry.dot: key for (key, _), entry in rows.items()})
-        for record, reply in records:
-            group.copies.setdefault(record.khash, {})[record.dot] = record
-            group.replies[record.dot] = reply
-            group.new_records.append((record, reply))
-        group.states.update(states)
-        group.rows.update(rows)
-        group.local_writes += len(rows)
-        return outcomes
-
-    def _replay(
-        self, group: _Group, kh: bytes, fp: bytes, key: str, state: CounterState
-    ) -> Outcome | None:
-        """The outcome of a write whose idempotency key this node holds a copy of, if any."""
-        copies = group.copies.get(kh)
-        if not copies:
-            return None
-        first = min(copies.values(), key=lambda r: r.order)
-        if first.fingerprint != fp:
-            raise IdempotencyKeyReused(
-                "this idempotency key was used for another counter key or amount"
-            )
-        for dot in sorted(copies):
-            reply = group.replies.get(dot)
-            if reply is not None:  # we made this copy: the original reply, word for word
-                return Outcome(json.loads(reply), state, replayed=True)
-        return Outcome(counter_body(key, state, siblings=False), state, replayed=True)
-
-    def _prepare_apply(self, group: _Group, op: _Apply) -> ApplyResult:
-        states: dict[str, CounterState] = {}
-        rows: dict[tuple[str, str], Entry] = {}
-        page_dots: dict[Dot, str] = {}
-        switch = False
-        for key, entry in op.entries:
-            held_key = page_dots.get(entry.dot) or group.dots.get(entry.dot)
-            if held_key is not None and held_key != key:
-                raise ConflictingEntry(
-                    f"dot {entry.actor}:{entry.seq} is held for another key; page refused"
-                )
-            if entry.actor == self.actor and entry.seq > self._seq:
-                switch = True
-            before = states.get(key) or self._state(key, group)
-            after = before.with_entry(entry)
-            if after is not before:
-                states[key] = after
-                rows[(key, entry.actor)] = entry
-                page_dots[entry.dot] = key
-        group.dots.update(page_dots)
-        if switch:
-            self._new_incarnation("another node holds a seq of our actor beyond our counter")
-            group.meta.update(self._pending_meta)
-        group.states.update(states)
-        group.rows.update(rows)
-        new = 0
-        for record in op.records:
-            copies = group.copies.setdefault(record.khash, {})
-            if record.dot not in copies:
-                copies[record.dot] = record
-                group.new_records.append((record, None))
-                new += 1
-        for by, marked in op.marks:
-            self._mark(group, marked, by)
-        return ApplyResult(received=len(op.entries), applied=len(rows), records=new)
-
-    def _mark(self, group: _Group, marked: Dot, by: Dot) -> None:
-        """Record that the write ``by`` compensated the copy ``marked`` (merges by max)."""
-        known = group.marks.get(marked)
-        if known is None or (by[1], by[0]) > (known[1], known[0]):
-            group.marks[marked] = by
-        for copies in group.copies.values():
-            record = copies.get(marked)
-            if record is not None:
-                copies[marked] = dataclasses.replace(record, mark=group.marks[marked])
-
-    def _compensate(self, group: _Group, khashes: set[bytes]) -> None:
-        """Compensate every duplicate copy this node made that is now known to be one."""
-        for kh in khashes:
-            copies = list(group.copies.get(kh, {}).values())
-            states = {c.key: self._state(c.key, group) for c in copies}
-            for copy in compensations(copies, states, node_id=self.node_id):
-                state = self._state(copy.key, group)
-                try:
-                    entry = state.increment(self.actor, self._seq + 1, -copy.amount)
-                except Overflow:
-                    log.error("cannot compensate %s:%d without overflow", copy.actor, copy.seq)
-                    continue
-                self._seq += 1
-                group.states[copy.key] = state.with_entry(entry)
-                group.rows[(copy.key, self.actor)] = entry
-                group.dots[entry.dot] = copy.key
-                group.local_writes += 1
-                self._mark(group, copy.dot, entry.dot)
-                if copy.fingerprint != min(copies, key=lambda r: r.order).fingerprint:
-                    log.warning(
-                        "idempotency key %s was applied with different requests; the first stands",
-                        kh.hex(),
-                    )
-            if self._waiting(group, kh):
-                self._pending_khashes.add(kh)
-            else:
-                self._pending_khashes.discard(kh)
-
-    def _waiting(self, group: _Group, kh: bytes) -> bool:
-        """Whether a copy of ``kh`` this node made may still need compensating later."""
-        copies = list(group.copies.get(kh, {}).values())
-        if len(copies) < 2:
-            return False
-        smallest = min(copies, key=lambda r: r.order)
-        for copy in copies:
-            if copy is smallest or copy.node_id != self.node_id or copy.mark or not copy.amount:
-                continue
-            floor = self._state(copy.key, group).floors().get(copy.actor)
-            if floor is None or floor.seq < copy.seq:
-                return True
-        return False
-
-    def _prepare_raise(self, group: _Group, vector: VersionVector) -> None:
-        if vector.get(self.actor) > self._seq:
-            self._new_incarnation("another node's vector is beyond our actor's counter")
-            group.meta.update(self._pending_meta)
-        for actor, seq in vector.items():
-            if actor == self.actor:
-                continue
-            if seq > max(self._vector.get(actor, 0), group.vector.get(actor, 0)):
-                group.vector[actor] = seq
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -1163,6 +898,7 @@ class Store:
 
     async def _unresolved_copies(self) -> set[bytes]:
         """Key hashes with an unmarked copy this node made and at least one other copy."""
+        prefix = actor_prefix(self.node_id)
         db = self._db
         assert db is not None
         rows = await _rows(
@@ -1172,7 +908,7 @@ class Store:
             " WHERE m.actor IS NULL AND substr(r.actor, 1, ?) = ? AND r.amount != 0"
             " AND EXISTS (SELECT 1 FROM records o WHERE o.khash = r.khash"
             " AND (o.actor != r.actor OR o.seq != r.seq))",
-            (len(self.node_id) + 1, self.node_id + "~"),
+            (len(prefix), prefix),
         )
         return {bytes(kh) for (kh,) in rows}
 
@@ -1205,15 +941,15 @@ class Store:
         while actor is not None:
             bound = max(after, request.vector.get(actor))
             room = page.room + 1
-            streams = await asyncio.gather(
+            streams = await asyncio.gather(  # in _Kind's order
                 self._entries_after(actor, bound, room),
                 self._query(_RECORDS_AFTER, (actor, bound, room)),
                 self._query(_MARKS_AFTER, (actor, bound, room)),
             )
             # A stream that filled its LIMIT may hold more beyond its last seq: stop there.
             cutoff = min((rows[-1][0] for rows in streams if len(rows) == room), default=None)
-            by_seq: dict[int, list[tuple[int, Any]]] = {}
-            for kind, rows in enumerate(streams):
+            by_seq: dict[int, list[tuple[_Kind, Any]]] = {}
+            for kind, rows in zip(_Kind, streams, strict=True):
                 for row in rows:
                     if cutoff is None or row[0] <= cutoff:
                         by_seq.setdefault(row[0], []).append((kind, row))
@@ -1227,19 +963,19 @@ class Store:
         return page.page(self.node_id, self.actor, snapshot, last=True)
 
     @staticmethod
-    def _add_seq(page: PageBuilder, actor: str, seq: int, rows: list[tuple[int, Any]]) -> bool:
-        """Offer the rows of one seq (entries, records, marks by kind) to ``page``."""
+    def _add_seq(page: PageBuilder, actor: str, seq: int, rows: list[tuple[_Kind, Any]]) -> bool:
+        """Offer the rows of one seq (entries, records, marks, by their stream) to ``page``."""
         entries: list[tuple[str, Entry]] = []
         records: list[Record] = []
         marked: list[Dot] = []
         for kind, row in rows:
-            if kind == 0:
+            if kind is _Kind.ENTRY:
                 _, key, total, floors = row
                 entries.append((key, _entry_from_row(actor, seq, total, floors)))
-            elif kind == 1:
+            elif kind is _Kind.RECORD:
                 _, kh, fp, key, amount = row
                 records.append(Record(actor, seq, bytes(kh), bytes(fp), key, amount))
-            else:
+            else:  # _Kind.MARK
                 _, marked_actor, marked_seq = row
                 marked.append((marked_actor, marked_seq))
         return page.add((actor, seq), entries, records, marked)
@@ -1254,8 +990,3 @@ class Store:
         """The first actor with entries here after ``after`` in name order (None: no more)."""
         later = [name for name in self._actor_names.values() if after is None or name > after]
         return min(later, default=None)
-
-    async def integrity_check(self) -> str:
-        """``PRAGMA integrity_check`` on the committed database ("ok" when healthy)."""
-        rows = await self._query("PRAGMA integrity_check")
-        return "\n".join(str(row[0]) for row in rows) or "no result"

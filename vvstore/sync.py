@@ -23,15 +23,34 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from vvstore.actor import node_of
 from vvstore.clock import VersionVector
 from vvstore.codec import Notice, Page, PullRequest
 from vvstore.counter import Entry
-from vvstore.errors import MalformedPayload, VVStoreError
-from vvstore.idempotency import Record
+from vvstore.errors import MalformedPayload, RoundAbandoned, VVStoreError
+from vvstore.idempotency import Dot, Record
 
-__all__ = ["Peer", "PeerLink", "PullRound", "Replica", "RoundResult", "SyncLoop", "behind"]
+__all__ = [
+    "Applied",
+    "Peer",
+    "PeerLink",
+    "PullRound",
+    "Replica",
+    "RoundResult",
+    "SyncLoop",
+    "behind",
+]
 
 log = logging.getLogger(__name__)
+
+
+class Applied(Protocol):
+    """What a round reads of :meth:`Replica.apply`'s answer (the store's ApplyResult has it)."""
+
+    @property
+    def applied(self) -> int:
+        """Entries of the page that changed the local state (not already held)."""
+        ...
 
 
 class Replica(Protocol):
@@ -43,8 +62,8 @@ class Replica(Protocol):
         self,
         entries: Sequence[tuple[str, Entry]],
         records: Sequence[Record],
-        marks: Sequence[tuple[tuple[str, int], tuple[str, int]]],
-    ) -> Any: ...
+        marks: Sequence[tuple[Dot, Dot]],
+    ) -> Applied: ...
 
     async def raise_vector(self, vector: VersionVector) -> None: ...
 
@@ -72,18 +91,27 @@ def behind(ours: VersionVector, theirs: VersionVector) -> int:
 
 @dataclass(slots=True)
 class RoundResult:
-    """What one pull round did (tests and /status read it)."""
+    """What one pull round did (the loop records it in the peer's :class:`PeerLink`).
 
-    peer: str
+    :ivar peer_url: the URL of the peer pulled from.
+    :ivar complete: True once V was raised after the last page.
+    :ivar pages: pages fetched and applied.
+    :ivar entries: entries received; ``applied`` of them changed the local state.
+    :ivar records: idempotency records received.
+    :ivar responder_actor: the responder's actor id, from the first page.
+    :ivar before: V as it stood when the round began (what the round asked beyond).
+    :ivar snapshot: S, the responder's committed vector from the first page.
+    """
+
+    peer_url: str
     complete: bool = False
     pages: int = 0
     entries: int = 0
     records: int = 0
     applied: int = 0
-    responder: str | None = None
+    responder_actor: str | None = None
     before: VersionVector = field(default_factory=VersionVector)
     snapshot: VersionVector | None = None
-    reason: str = ""
 
 
 class PullRound:
@@ -97,7 +125,7 @@ class PullRound:
         self.replica = replica
         self.peer = peer
         self.max_pages = max_pages
-        self.result = RoundResult(peer=peer.url)
+        self.result = RoundResult(peer_url=peer.url)
         self._cursor: tuple[str, int] | None = None
         self._done = False
 
@@ -108,26 +136,31 @@ class PullRound:
     async def next_page(self) -> bool:
         """Fetch and apply one page; True once the last page has been applied.
 
-        :raises MalformedPayload: the responder changed identity or S mid-round, or its cursor
-            did not advance; the round is over and V is not raised.
+        After any of these errors the round is over and V is not raised.
+
+        :raises RoundAbandoned: the round already took ``max_pages`` pages, or the responder
+            changed identity or S mid-round.
+        :raises MalformedPayload: the responder's cursor did not advance.
         :raises PeerError: the call failed.
         """
         result = self.result
         if result.pages >= self.max_pages:
-            raise MalformedPayload(f"round exceeded its budget of {self.max_pages} pages")
+            raise RoundAbandoned(f"round exceeded its budget of {self.max_pages} pages")
         page = await self.peer.pull(PullRequest(result.before, self._cursor, result.snapshot))
         result.pages += 1
         if result.snapshot is None:
-            result.snapshot, result.responder = page.vector, page.actor
-        elif page.vector != result.snapshot or page.actor != result.responder:
-            raise MalformedPayload("the responder's actor or vector changed during the round")
+            result.snapshot, result.responder_actor = page.vector, page.actor
+        elif page.vector != result.snapshot or page.actor != result.responder_actor:
+            # Legitimate (a restart into a new incarnation; a vector that no longer descends S),
+            # but the round cannot be completed: the next one starts afresh.
+            raise RoundAbandoned("the responder's actor or vector changed during the round")
         if page.next is not None and self._cursor is not None and page.next <= self._cursor:
             raise MalformedPayload("the responder's cursor did not advance")
         if page.entries or page.records or page.marks:
             outcome = await self.replica.apply(page.entries, page.records, page.marks)
             result.entries += len(page.entries)
             result.records += len(page.records)
-            result.applied += getattr(outcome, "applied", 0)
+            result.applied += outcome.applied
         self._cursor = page.next
         self._done = page.last
         return self._done
@@ -212,7 +245,7 @@ class SyncLoop:
         self.replica = replica
         self.links = [PeerLink(peer) for peer in peers]
         self.node_id = node_id
-        self._actor = actor
+        self._current_actor = actor
         self.interval = interval
         self.backoff_cap = backoff_cap
         self.round_timeout = round_timeout
@@ -248,7 +281,7 @@ class SyncLoop:
         self._notice_due.set()
 
     def notice_received(self, notice: Notice, ours: VersionVector) -> None:
-        """Pull soon from the sender if its vector is not dominated by (descended by) ours."""
+        """Pull soon from the sender, unless our vector already descends (holds all of) its."""
         if ours.descends(notice.vector):
             return
         known = [link for link in self.links if link.node == notice.node]
@@ -263,7 +296,7 @@ class SyncLoop:
 
     async def _run_link(self, link: PeerLink) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(link.wake.wait(), self._delay(link))
             link.wake.clear()
             await self.round(link)
@@ -286,7 +319,8 @@ class SyncLoop:
         link.reachable = True
         link.last_success = self._clock()
         link.last_error = None
-        link.node = result.responder.split("~", 1)[0] if result.responder else link.node
+        if result.responder_actor is not None:
+            link.node = node_of(result.responder_actor)
         if result.snapshot is not None:
             link.behind = behind(result.before, result.snapshot)
             link.vector = result.snapshot
@@ -318,7 +352,7 @@ class SyncLoop:
             if self.notice_delay:
                 await asyncio.sleep(self.notice_delay)  # debounce: one notice per burst
             self._notice_due.clear()
-            notice = Notice(self.node_id, self._actor(), await self.replica.vector())
+            notice = Notice(self.node_id, self._current_actor(), await self.replica.vector())
             await asyncio.gather(
                 *(self._notify(link, notice) for link in self.links), return_exceptions=True
             )

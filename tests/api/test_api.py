@@ -13,7 +13,9 @@ import io
 import json
 import os
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +31,7 @@ from vvstore import errors
 from vvstore.api import BATCH_BODY_LIMIT, COUNTER_BODY_LIMIT, create_app, error_response
 from vvstore.config import NodeConfig
 from vvstore.node import Node
+from vvstore.store import DB_FILE
 
 ApiClient = TestClient[web.Request, web.Application]
 
@@ -213,7 +216,7 @@ async def test_increment_reply_shape_and_decrement(client: ApiClient) -> None:
         "key": "k",
         "value": -3,
         "version": {actor: 2},
-        "siblings": [{"node": actor, "seq": 2, "value": -3}],
+        "siblings": [{"actor": actor, "seq": 2, "value": -3, "node": actor}],
     }
 
 
@@ -262,6 +265,43 @@ async def test_delete_resets_and_counting_restarts_from_zero(client: ApiClient) 
     assert (await incr(client, "k", 2))["value"] == 2
     assert (await incr(client, "k", 1))["value"] == 3
     assert (await get_counter(client, "other"))["value"] == 2
+
+
+async def test_siblings_name_their_actor_and_still_carry_the_deprecated_node(
+    client: ApiClient,
+) -> None:
+    actor = (await call(client, "GET", "/status"))[1]["actor"]
+    await incr(client, "k", 4)
+    status, reset = await call(client, "DELETE", counter_url("k"))
+    assert status == 200, reset
+    for body in (reset, await get_counter(client, "k")):
+        assert body["siblings"] == [{"actor": actor, "seq": 2, "value": 0, "node": actor}]
+
+
+async def test_a_reset_reply_stored_before_the_actor_field_replays_as_stored(
+    client: ApiClient, node: Node
+) -> None:
+    """A data directory of the previous release holds replies whose siblings have only
+    ``node``: a retry replays them word for word, not rewritten."""
+    await incr(client, "k", 4)
+    headers = {"Idempotency-Key": "old-reset"}
+    async with client.delete(counter_url("k"), headers=headers) as response:
+        assert response.status == 200
+        reply = await response.json()
+    old = {
+        **reply,
+        "siblings": [
+            {"node": s["actor"], "seq": s["seq"], "value": s["value"]} for s in reply["siblings"]
+        ],
+    }
+    stored = json.dumps(old, separators=(",", ":"))
+    with contextlib.closing(sqlite3.connect(Path(node.config.data_dir) / DB_FILE)) as db, db:
+        assert db.execute("UPDATE records SET reply = ?", (stored,)).rowcount == 1
+    async with client.delete(counter_url("k"), headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Idempotent-Replayed"] == "true"
+        assert await response.read() == stored.encode()
+    assert (await get_counter(client, "k"))["siblings"] == reply["siblings"]
 
 
 async def test_delete_twice_stays_at_zero(client: ApiClient) -> None:

@@ -29,7 +29,6 @@ from vvstore.auth import (
     NODE_HEADER,
     NONCE_HEADER,
     RESPONSE_SIGNATURE_HEADER,
-    ROUTE_CREDENTIALS,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     ClusterAuth,
@@ -49,6 +48,7 @@ from vvstore.counter import Entry
 from vvstore.errors import ConfigError, Unauthorized
 from vvstore.node import Node, serve
 from vvstore.peer import HttpPeer
+from vvstore.routes import ROUTES
 from vvstore.sync import pull_once
 
 ApiClient = TestClient[web.Request, web.Application]
@@ -161,16 +161,15 @@ async def status_of(client: ApiClient) -> dict[str, Any]:
 # --- the matrix itself -----------------------------------------------------------------------
 
 
-def test_the_calls_below_cover_every_route_of_the_credential_table() -> None:
-    tested = {(method, template) for method, _, template, _ in CLIENT_CALLS}
-    tested |= {("POST", path) for path in SYNC_PATHS} | {("GET", "/health")}
-    assert tested == set(ROUTE_CREDENTIALS)
-    assert {(m, t) for m, _, t, _ in CLIENT_CALLS} == {
-        route for route, credential in ROUTE_CREDENTIALS.items() if credential == "token"
+def test_the_calls_below_cover_every_route_of_the_route_table() -> None:
+    needing = {
+        credential: {(r.method, r.path) for r in ROUTES if r.credential == credential}
+        for credential in ("none", "token", "cluster")
     }
-    assert {("POST", path) for path in SYNC_PATHS} == {
-        route for route, credential in ROUTE_CREDENTIALS.items() if credential == "cluster"
-    }
+    assert {(m, t) for m, _, t, _ in CLIENT_CALLS} == needing["token"]
+    assert {("POST", path) for path in SYNC_PATHS} == needing["cluster"]
+    assert needing["none"] == {("GET", "/health")}
+    assert sum(map(len, needing.values())) == len(ROUTES)
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +15,7 @@ from pytest_aiohttp import AiohttpClient
 
 from vvstore.api import create_app
 from vvstore.node import Node
+from vvstore.store import DB_FILE
 
 Client = TestClient[Any, Any]
 
@@ -107,3 +112,29 @@ async def test_records_and_their_age_show_in_status(client: Client) -> None:
     assert status["records"] == 2
     assert status["oldest_record_age"] >= 0
     assert status["idempotency_unsafe_evictions"] == 0
+
+
+@pytest.mark.parametrize("method", ["POST", "DELETE"])
+async def test_a_reply_an_earlier_release_stored_as_its_body_replays_byte_for_byte(
+    client: Client, node: Node, method: str
+) -> None:
+    """Records written before replies were kept in the codec's storage encoding hold the reply's
+    JSON body itself (a reset's siblings naming only ``node``): a retry answers those bytes."""
+    await post(client, "k", 4, None)
+    headers = {"Idempotency-Key": "old"}
+    body = b'{"amount": 5}' if method == "POST" else b""
+    async with client.request(method, "/counters/k", data=body, headers=headers) as response:
+        assert response.status == 200
+        reply = await response.json()
+    if "siblings" in reply:
+        reply["siblings"] = [
+            {"node": s["node"], "seq": s["seq"], "value": s["value"]} for s in reply["siblings"]
+        ]
+    stored = json.dumps(reply, separators=(",", ":"))
+    with contextlib.closing(sqlite3.connect(Path(node.config.data_dir) / DB_FILE)) as db, db:
+        assert db.execute("UPDATE records SET reply = ?", (stored,)).rowcount == 1
+    await post(client, "k", 2, None)  # the counter moves on; the replay must not show it
+    async with client.request(method, "/counters/k", data=body, headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Idempotent-Replayed"] == "true"
+        assert await response.read() == stored.encode()

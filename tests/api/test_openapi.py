@@ -1,9 +1,10 @@
 """The OpenAPI description (vvstore/openapi.yaml, linked as docs/openapi.yaml) is kept true.
 
 * The document a node serves at ``GET /openapi.yaml`` is the file, and it is valid OpenAPI.
+* create_app registers exactly the route table, :data:`vvstore.routes.ROUTES`.
 * Its operations are exactly the client routes create_app registers (the internal sync routes
-  are left out on purpose; ``HEAD`` is implied by every ``GET``), its security matches
-  :data:`vvstore.auth.ROUTE_CREDENTIALS`, and its limits and error codes match the code.
+  are left out on purpose; ``HEAD`` is implied by every ``GET``), its security matches each
+  route's credential, and its limits, error codes and id patterns match the code.
 * schemathesis fuzzes a live node (an aiohttp server on 127.0.0.1, in a thread with its own
   event loop, started with a token, a cluster secret and one unreachable peer so that every
   field of ``/status`` is exercised). Every operation gets positive cases (data the schema
@@ -55,18 +56,20 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from vvstore.actor import ACTOR_ID_RE
 from vvstore.api import (
     BATCH_BODY_LIMIT,
     COUNTER_BODY_LIMIT,
     NodeService,
     create_app,
 )
-from vvstore.auth import ROUTE_CREDENTIALS, TokenAuth, credential_for
+from vvstore.auth import TokenAuth, credential_for
 from vvstore.codec import MAX_KEY_BYTES, decode_batch
-from vvstore.config import NodeConfig
+from vvstore.config import NODE_ID_RE, NodeConfig
 from vvstore.errors import InvalidRequest, Unauthorized
 from vvstore.idempotency import MAX_IDEMPOTENCY_KEY
 from vvstore.node import Node, node_app
+from vvstore.routes import ROUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_FILE = ROOT / "vvstore" / "openapi.yaml"
@@ -149,11 +152,26 @@ def test_every_client_route_is_described_and_nothing_else() -> None:
     assert heads == {path for method, path in described if method == "GET"}
 
 
+def test_the_app_registers_exactly_the_route_table() -> None:
+    registered = app_routes()
+    gets = {route.path for route in ROUTES if route.method == "GET"}
+    assert {(m, p) for m, p in registered if m != "HEAD"} == {(r.method, r.path) for r in ROUTES}
+    assert {path for method, path in registered if method == "HEAD"} == gets
+    # Routes of one path share one resource, so a wrong method on it is a 405, not a 404.
+    app = create_app(cast(NodeService, object()))
+    canonical = [resource.canonical for resource in app.router.resources()]
+    assert sorted(canonical) == sorted({r.path for r in ROUTES})
+
+
+def test_the_spec_id_patterns_are_the_code_patterns() -> None:
+    schemas = load_spec()["components"]["schemas"]
+    assert schemas["NodeId"]["pattern"] == f"^{NODE_ID_RE.pattern}$"
+    assert schemas["ActorId"]["pattern"] == f"^{ACTOR_ID_RE.pattern}$"
+
+
 def test_the_internal_routes_are_left_out_and_say_so() -> None:
     spec = load_spec()
-    assert {path for path in INTERNAL} == {
-        path for (_, path), credential in ROUTE_CREDENTIALS.items() if credential == "cluster"
-    }
+    assert set(INTERNAL) == {route.path for route in ROUTES if route.credential == "cluster"}
     assert not set(INTERNAL) & set(spec["paths"])
     for path in INTERNAL:
         assert path in spec["info"]["description"], f"{path}: say why it is not described"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from vvstore.client import Client
+from vvstore.harness.cluster import Cluster
 from vvstore.harness.launcher import ServerProcess, free_port
 
 pytestmark = pytest.mark.slow
@@ -19,27 +20,14 @@ NAMES = ("A", "B", "C")
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[dict[str, ServerProcess]]:
-    ports = {name: free_port() for name in NAMES}
-    nodes = {
-        name: ServerProcess(
-            name,
-            tmp_path / name,
-            ports[name],
-            peers=[f"http://127.0.0.1:{ports[o]}" for o in NAMES if o != name],
-            durability="normal",
-            extra_args=["--sync-interval", "0.3", "--backoff-cap", "0.6"],
-        )
-        for name in NAMES
-    }
+    nodes = Cluster(
+        tmp_path, NAMES, "normal", client_links=False, sync_interval=0.3, backoff_cap=0.6
+    )
     try:
-        for node in nodes.values():
-            node.start()
-        for node in nodes.values():
-            await node.wait_ready()
-        yield nodes
+        await nodes.start()
+        yield nodes.processes
     finally:
-        for node in nodes.values():
-            await node.stop()
+        await nodes.close()
 
 
 def logs(nodes: dict[str, ServerProcess]) -> str:
@@ -66,7 +54,7 @@ async def states(nodes: dict[str, ServerProcess], keys: list[str]) -> list[Any]:
             continue
         async with Client(node.url) as client:
             status = await client.status()
-            out.append((status["version"], [(await client.get(k))["value"] for k in keys]))
+            out.append((status.version, [(await client.get(k)).value for k in keys]))
     return out
 
 
@@ -106,7 +94,7 @@ async def test_a_restarted_node_catches_up(cluster: dict[str, ServerProcess]) ->
 
     async def caught_up() -> bool:
         async with Client(a.url) as client:
-            return bool((await client.get("k"))["value"] == 41)
+            return (await client.get("k")).value == 41
 
     await wait_for(caught_up, cluster)
 
@@ -133,23 +121,21 @@ async def test_a_node_started_empty_catches_up_over_pages(
         async def caught_up() -> bool:
             async with Client(fresh.url) as client:
                 listing = await client.list(prefix="key", after="key05990", limit=100)
-                return [c["key"] for c in listing["counters"]][-1:] == ["key05999"]
+                return [c.key for c in listing.counters][-1:] == ["key05999"]
 
         both = {**cluster, "D": fresh}
         await wait_for(caught_up, both)
 
         async def complete() -> bool:
             async with Client(fresh.url) as client, Client(cluster["A"].url) as source:
-                return bool(
-                    (await client.status())["version"] == (await source.status())["version"]
-                )
+                return (await client.status()).version == (await source.status()).version
 
         await wait_for(complete, both)
         async with Client(fresh.url) as client:
-            peer = (await client.status())["peers"][0]
-            assert peer["pulled_pages"] > 1, peer
-            assert peer["pulled_entries"] >= 6000, peer
-            assert (await client.get("key00000"))["value"] == 1
+            peer = (await client.status()).peers[0]
+            assert peer.pulled_pages > 1, peer
+            assert peer.pulled_entries >= 6000, peer
+            assert (await client.get("key00000")).value == 1
     finally:
         await fresh.stop()
 

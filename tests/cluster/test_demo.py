@@ -237,12 +237,12 @@ async def test_a_port_answered_by_another_node_is_refused_and_that_node_gets_no_
         await foreign.wait_ready()
         result = await run_demo(replace(SMALL, port=foreign.port))
         async with Client(foreign.url) as client:
-            counters = (await client.list())["counters"]
+            counters = (await client.list()).counters
         assert foreign.running(), f"the demo stopped a node it did not start:\n{foreign.log()}"
     finally:
         await foreign.stop()
 
-    assert counters == [], f"the demo wrote into a node it did not start: {explain(result)}"
+    assert counters == (), f"the demo wrote into a node it did not start: {explain(result)}"
     assert result.exit_code == 2, explain(result)
     assert result.reason is not None
     assert f"{foreign.port} (node A)" in result.reason, result.reason

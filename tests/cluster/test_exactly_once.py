@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from vvstore.client import Client
-from vvstore.harness.launcher import ServerProcess, free_port
+from vvstore.harness.cluster import Cluster
 from vvstore.harness.proxy import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -20,37 +20,12 @@ NAMES = ("A", "B")
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[tuple[FaultProxy, dict[str, Any]]]:
-    ports = {name: free_port() for name in NAMES}
-    proxy = FaultProxy()
-    nodes: dict[str, ServerProcess] = {}
-    urls: dict[str, str] = {}
+    nodes = Cluster(tmp_path, NAMES, "normal", sync_interval=0.2, backoff_cap=0.4)
     try:
-        for name in NAMES:
-            port = await proxy.add_link("client", name, ports[name])
-            urls[name] = f"http://127.0.0.1:{port}"
-        peers: dict[str, list[str]] = {name: [] for name in NAMES}
-        for src in NAMES:
-            for dst in NAMES:
-                if src != dst:
-                    port = await proxy.add_link(src, dst, ports[dst])
-                    peers[src].append(f"http://127.0.0.1:{port}")
-        for name in NAMES:
-            nodes[name] = ServerProcess(
-                name,
-                tmp_path / name,
-                ports[name],
-                peers=peers[name],
-                durability="normal",
-                extra_args=["--sync-interval", "0.2", "--backoff-cap", "0.4"],
-            )
-            nodes[name].start()
-        for node in nodes.values():
-            await node.wait_ready()
-        yield proxy, {"nodes": nodes, "urls": urls}
+        await nodes.start()
+        yield nodes.proxy, {"nodes": nodes.processes, "urls": nodes.client_urls}
     finally:
-        for node in nodes.values():
-            await node.stop()
-        await proxy.close()
+        await nodes.close()
 
 
 async def wait_for_values(urls: dict[str, str], key: str, expected: int, logs: str) -> None:
@@ -61,7 +36,7 @@ async def wait_for_values(urls: dict[str, str], key: str, expected: int, logs: s
         seen = []
         for url in urls.values():
             async with Client(url, timeout=2) as client:
-                seen.append((await client.get(key))["value"])
+                seen.append((await client.get(key)).value)
         if seen == [expected] * len(urls):
             return
         await asyncio.sleep(0.05)
@@ -82,7 +57,7 @@ async def test_a_lost_reply_retried_elsewhere_during_a_partition_counts_once(
     proxy.cut("A", "client")  # A applies the request, its reply never arrives
     async with Client([urls["A"], urls["B"]], timeout=1.0, attempts=4) as client:
         reply = await client.increment("likes", 7, idempotency_key="retry-me")
-    assert reply["value"] == 7
+    assert reply.value == 7
     # Both nodes applied the key: A (reply lost) and B (the retry). The partition hides it.
     proxy.heal()
     loop = asyncio.get_running_loop()
@@ -93,14 +68,14 @@ async def test_a_lost_reply_retried_elsewhere_during_a_partition_counts_once(
         for url in urls.values():
             async with Client(url, timeout=2) as client:
                 status, got = await client.status(), await client.get("likes")
-            seen.append((status["records"], len(got["version"]), got["value"]))
+            seen.append((status.records, len(got.version), got.value))
         if seen == [(2, 2, 7), (2, 2, 7)]:
             break
         await asyncio.sleep(0.05)
     assert seen == [(2, 2, 7), (2, 2, 7)], (seen, logs)
     async with Client(urls["A"], timeout=2) as client:
         again = await client.increment("likes", 7, idempotency_key="retry-me")
-    assert again["value"] == 7  # a later retry is a replay
+    assert again.value == 7  # a later retry is a replay
 
 
 async def test_the_client_fails_over_to_a_live_node(
@@ -111,6 +86,6 @@ async def test_the_client_fails_over_to_a_live_node(
     proxy.cut("client", "A", "refuse")
     async with Client([urls["A"], urls["B"]], timeout=1.0, attempts=3) as client:
         reply = await client.increment("k", 2)
-    assert reply["value"] == 2
+    assert reply.value == 2
     proxy.heal()
     await wait_for_values(urls, "k", 2, "")

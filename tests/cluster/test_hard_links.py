@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from vvstore.client import Client
-from vvstore.harness.launcher import ServerProcess, free_port
+from vvstore.harness.cluster import Cluster
+from vvstore.harness.launcher import ServerProcess
 from vvstore.harness.proxy import FaultProxy
 
 pytestmark = pytest.mark.slow
@@ -48,31 +49,14 @@ class Pair:
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
-    ports = {name: free_port() for name in NAMES}
-    proxy = FaultProxy()
-    nodes: dict[str, ServerProcess] = {}
+    cluster = Cluster(
+        tmp_path, NAMES, "normal", client_links=False, sync_interval=0.2, backoff_cap=0.5
+    )
     try:
-        for src in NAMES:
-            peers = []
-            for dst in NAMES:
-                if src != dst:
-                    peers.append(f"http://127.0.0.1:{await proxy.add_link(src, dst, ports[dst])}")
-            nodes[src] = ServerProcess(
-                src,
-                tmp_path / src,
-                ports[src],
-                peers=peers,
-                durability="normal",
-                extra_args=["--sync-interval", "0.2", "--backoff-cap", "0.5"],
-            )
-            nodes[src].start()
-        for node in nodes.values():
-            await node.wait_ready()
-        yield Pair(proxy, nodes)
+        await cluster.start()
+        yield Pair(cluster.proxy, cluster.processes)
     finally:
-        for node in nodes.values():
-            await node.stop()
-        await proxy.close()
+        await cluster.close()
 
 
 async def write_on(url: str, values: dict[str, int]) -> None:
@@ -89,8 +73,8 @@ async def counters(url: str) -> dict[str, int]:
     async with Client(url, timeout=10) as client:
         while True:
             listing = await client.list(after=after, limit=LIST_PAGE)
-            out.update((c["key"], c["value"]) for c in listing["counters"])
-            after = listing["next"]
+            out.update((c.key, c.value) for c in listing.counters)
+            after = listing.next
             if after is None:
                 return out
 
@@ -98,8 +82,7 @@ async def counters(url: str) -> dict[str, int]:
 async def peer_entry(url: str) -> Sequence[dict[str, Any]] | str:
     try:
         async with Client(url, timeout=5) as client:
-            peers: list[dict[str, Any]] = (await client.status())["peers"]
-            return peers
+            return [peer.raw for peer in (await client.status()).peers]
     except Exception as exc:
         return f"no status: {exc!r}"
 
@@ -113,13 +96,13 @@ async def wait_until_b_holds(pair: Pair, expected: dict[str, int], timeout: floa
     async with Client(pair.url("A"), timeout=5) as a, Client(pair.url("B"), timeout=5) as b:
         while loop.time() - start < timeout:
             # The vectors are cheap to compare; the full listing only once they agree.
-            if (await a.status())["version"] == (await b.status())["version"]:
+            if (await a.status()).version == (await b.status()).version:
                 got = await counters(pair.url("B"))
                 held = len(got)
                 if got == expected:
                     return loop.time() - start
             await asyncio.sleep(POLL_S)
-        version = (await b.status())["version"]
+        version = (await b.status()).version
     if not held:
         held = len(await counters(pair.url("B")))
     raise AssertionError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from vvstore.clock import VersionVector
-from vvstore.codec import PullRequest
+from vvstore.codec import PullRequest, Reply, Write, reply_body
 from vvstore.config import NodeConfig
 from vvstore.counter import INT64_MAX, CounterState, Entry, Floor
 from vvstore.errors import (
@@ -29,7 +30,8 @@ from vvstore.errors import (
     Unavailable,
 )
 from vvstore.harness.testing import write_schema_2
-from vvstore.store import DB_FILE, SCHEMA_VERSION, Store
+from vvstore.schema import SCHEMA_VERSION
+from vvstore.store import DB_FILE, Store
 
 MakeConfig = Callable[..., NodeConfig]
 
@@ -82,6 +84,14 @@ def sql(config: NodeConfig, statement: str, params: tuple[Any, ...] = ()) -> lis
         return rows
 
 
+def integrity_check(config: NodeConfig) -> str:
+    """``PRAGMA integrity_check`` of the store's committed database ("ok" when healthy), read
+    on a connection of its own beside the open store (WAL lets it)."""
+    with contextlib.closing(sqlite3.connect(db_path(config))) as conn:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+    return "\n".join(str(row[0]) for row in rows) or "no result"
+
+
 def meta(config: NodeConfig) -> dict[str, str]:
     return {name: value for name, value in sql(config, "SELECT name, value FROM meta")}
 
@@ -131,7 +141,7 @@ async def test_values_and_actor_survive_a_clean_reopen(make_config: MakeConfig) 
         # The actor's counter was recovered: the next write continues after the last seq.
         state = await store.increment("a", 1)
         assert state.entries[actor].seq == vector.get(actor) + 1
-        assert await store.integrity_check() == "ok"
+        assert integrity_check(config) == "ok"
 
 
 async def test_a_wiped_directory_gets_a_new_actor(make_config: MakeConfig) -> None:
@@ -268,9 +278,10 @@ async def test_tables_are_strict(make_config: MakeConfig) -> None:
 
 
 async def test_integrity_check_is_ok(make_config: MakeConfig) -> None:
-    async with opened(make_config()) as store:
+    config = make_config()
+    async with opened(config) as store:
         await store.batch([("a", 1), ("b", 2)])
-        assert await store.integrity_check() == "ok"
+        assert integrity_check(config) == "ok"
 
 
 # --- incarnations --------------------------------------------------------------------------
@@ -419,7 +430,7 @@ async def test_a_commit_failing_inside_the_transaction_is_rolled_back(
         assert await value(store, "j") == 0
         assert (await store.increment("j", 3)).value() == 3
         assert (await store.increment("k", 1)).value() == 2
-        assert await store.integrity_check() == "ok"
+        assert integrity_check(config) == "ok"
     async with opened(config, seed=2) as store:
         assert await value(store, "k") == 2
         assert await value(store, "j") == 3
@@ -775,6 +786,40 @@ async def test_a_conflicting_entry_refuses_the_whole_page(make_config: MakeConfi
         # The page is fine on its own.
         assert (await store.apply([("c", Entry(Y, 1, 5))])).applied == 1
         assert await value(store, "c") == 5
+
+
+# --- idempotency records --------------------------------------------------------------------
+
+
+async def test_a_record_keeps_what_its_reply_showed_and_old_bodies_still_replay(
+    make_config: MakeConfig,
+) -> None:
+    """The store keeps no reply JSON: a record's reply column holds what the reply showed, in
+    the codec's storage encoding. Rows of earlier releases hold the body itself; both replay
+    as first answered, across a reopen, however the counters moved since."""
+    config = make_config()
+    async with opened(config) as store:
+        first_new, first_old = await store.write([Write("k", 5, "new"), Write("j", 3, "old")])
+    stored = dict(sql(config, "SELECT key, reply FROM records"))
+    assert isinstance(json.loads(stored["k"]), list)  # not a reply body
+    # What an earlier release stored for "old": the JSON body of its reply.
+    legacy = json.dumps(reply_body(first_old), separators=(",", ":"))
+    sql(config, "UPDATE records SET reply = ? WHERE key = 'j'", (legacy,))
+    async with opened(config, seed=2) as store:
+        await store.batch([("k", 1), ("j", 1)])
+        again_new, again_old = await store.write([Write("k", 5, "new"), Write("j", 3, "old")])
+    assert again_new.replayed and isinstance(again_new.reply, Reply)
+    assert (
+        reply_body(again_new)
+        == reply_body(first_new)
+        == {
+            "key": "k",
+            "value": 5,
+            "version": {store.actor: 1},
+        }
+    )
+    assert again_old.replayed and again_old.reply == json.loads(legacy)
+    assert (again_new.state.value(), again_old.state.value()) == (6, 4)
 
 
 # --- pull pages and the node-level vector ----------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from vvstore.clock import VersionVector
 from vvstore.codec import Notice, Page, PullRequest
 from vvstore.config import NodeConfig
-from vvstore.errors import MalformedPayload
+from vvstore.errors import MalformedPayload, RoundAbandoned, VVStoreError
 from vvstore.harness.testing import Network, open_memory_node
 from vvstore.node import Node
 from vvstore.sync import PullRound, pull_once
@@ -169,7 +169,7 @@ async def test_v_is_not_raised_when_the_responder_vector_changes_mid_round(clust
     _, nodes = await cluster(("A", "B"), page_entries=1)
     await nodes["A"].batch([("x", 1), ("y", 1), ("z", 1)])
     peer = _ChangingPeer(link(nodes, "B", "A").peer)
-    with pytest.raises(MalformedPayload):
+    with pytest.raises(RoundAbandoned, match="vector changed"):
         await pull_once(nodes["B"].store, peer, max_pages=10)
     assert (await nodes["B"].store.vector()).get(nodes["A"].store.actor) == 0
     assert (await nodes["B"].read("x")).value() == 1  # the first page was applied, idempotently
@@ -178,9 +178,36 @@ async def test_v_is_not_raised_when_the_responder_vector_changes_mid_round(clust
 async def test_a_round_over_its_page_budget_does_not_raise_v(cluster: Any) -> None:
     _, nodes = await cluster(("A", "B"), page_entries=1)
     await nodes["A"].batch([("x", 1), ("y", 1), ("z", 1)])
-    with pytest.raises(MalformedPayload, match="budget"):
+    with pytest.raises(RoundAbandoned, match="budget") as info:
         await pull_once(nodes["B"].store, link(nodes, "B", "A").peer, max_pages=2)
+    assert not isinstance(info.value, MalformedPayload), "nothing the peer sent was malformed"
     assert (await nodes["B"].store.vector()) == VersionVector()
+    assert (await nodes["B"].read("x")).value() == 1  # the pages taken stay applied
+
+
+async def test_the_loop_records_an_abandoned_round_and_the_next_one_goes_on(cluster: Any) -> None:
+    _, nodes = await cluster(("A", "B"), page_entries=1)
+    await nodes["A"].batch([("x", 1), ("y", 1), ("z", 1)])
+    loop, a = nodes["B"].sync, link(nodes, "B", "A")
+    loop.max_pages = 2
+    assert await loop.round(a) is None
+    assert a.failures == 1 and a.last_error is not None
+    assert a.last_error.startswith("RoundAbandoned: round exceeded its budget of 2 pages")
+    loop.max_pages = 10
+    result = await loop.round(a)
+    assert result is not None and result.complete
+    assert a.failures == 0 and a.node == "A"
+    assert result.responder_actor == nodes["A"].store.actor
+    # V was not raised, so the round asks again from {}: all three entries come, and only
+    # the one the abandoned round did not reach changes anything (read through Applied).
+    assert (result.entries, result.applied) == (3, 1)
+
+
+def test_round_abandoned_is_in_the_error_tree_and_not_an_api_answer() -> None:
+    assert issubclass(RoundAbandoned, VVStoreError)
+    assert not issubclass(RoundAbandoned, MalformedPayload)
+    assert RoundAbandoned("x").code == "round_abandoned"
+    assert RoundAbandoned("x").definite is False
 
 
 async def test_lost_replies_and_replayed_pages_change_nothing(cluster: Any) -> None:

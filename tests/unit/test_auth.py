@@ -26,6 +26,7 @@ from vvstore.auth import (
     credential_for,
     load_secret,
     load_token,
+    read_secret,
 )
 from vvstore.errors import ConfigError, Unauthorized
 
@@ -134,6 +135,31 @@ def test_load_secret_strips_and_validates() -> None:
     assert load_secret(b"  " + SECRET) == SECRET
     with pytest.raises(ConfigError, match="cluster secret must be at least 32 bytes"):
         load_secret("short\n", what="cluster secret")
+    with pytest.raises(ConfigError, match="token in file 'f' must be at least 32 bytes, got 5"):
+        load_secret("short", what="token", source="file 'f'")
+
+
+def test_read_secret_reads_the_file_else_the_variable_else_nothing() -> None:
+    files = {"token": b"\n" + TOKEN + b"\n", "short": b"short", "latin": b"\xe9" * 40}
+
+    def read(path: str) -> bytes:
+        if path not in files:
+            raise FileNotFoundError(2, "No such file or directory")
+        return files[path]
+
+    environ = {"VV": " " + SECRET.decode(), "EMPTY": ""}
+    kwargs: dict[str, Any] = {"what": "token", "read": read, "environ": environ}
+    assert read_secret("token", env="VV", **kwargs) == TOKEN.decode()  # the file wins
+    assert read_secret(None, env="VV", **kwargs) == SECRET.decode()
+    assert read_secret(None, env="EMPTY", **kwargs) is None  # empty counts as unset
+    assert read_secret(None, env="UNSET", **kwargs) is None
+    assert read_secret(None, **kwargs) is None
+    with pytest.raises(ConfigError, match="cannot read the token file 'gone': No such file"):
+        read_secret("gone", **kwargs)
+    with pytest.raises(ConfigError, match="token in file 'short' must be at least 32 bytes"):
+        read_secret("short", **kwargs)
+    with pytest.raises(ConfigError, match="token in file 'latin' must be UTF-8 text"):
+        read_secret("latin", **kwargs)
 
 
 def test_secrets_do_not_appear_in_repr() -> None:

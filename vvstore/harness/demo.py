@@ -35,29 +35,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import errno
 import json
 import os
 import random
 import shutil
-import socket
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any, TextIO
 
-from vvstore.client import Client
+from vvstore.actor import node_of
+from vvstore.client import Client, Sibling
 from vvstore.clock import Ordering, VersionVector
 from vvstore.errors import VVStoreError
 from vvstore.harness.checker import History, Op, Verdict, check, summarize
-from vvstore.harness.launcher import ServerProcess
-from vvstore.harness.proxy import FaultProxy
+from vvstore.harness.cluster import Cluster, NodeDidNotStart, PortsBusy
 
 __all__ = [
     "DESCRIPTION",
@@ -194,8 +191,15 @@ class CounterReading:
 
     value: int
     version: dict[str, int]
-    # {"node": actor id, "seq": the dot of its latest entry, "value": its contribution}
-    siblings: list[dict[str, Any]]
+    siblings: tuple[Sibling, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        # Each sibling as the node sent it.
+        return {
+            "value": self.value,
+            "version": self.version,
+            "siblings": [sibling.raw for sibling in self.siblings],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +225,7 @@ class NodeState:
             "node": self.node,
             "actor": self.actor,
             "version": self.version,
-            "counters": {key: asdict(reading) for key, reading in self.counters.items()},
+            "counters": {key: reading.to_dict() for key, reading in self.counters.items()},
         }
 
 
@@ -451,8 +455,9 @@ class _Style:
 
 def _short_actor(actor: str) -> str:
     """``A~661ad8f904446a49`` -> ``A~661a``: enough to tell actors apart in a table."""
-    node, sep, suffix = actor.partition("~")
-    return f"{node}{sep}{suffix[:4]}" if sep else actor
+    node = node_of(actor)
+    # The node id, the separator and four hex digits; anything not an actor id stays whole.
+    return actor[: len(node) + 5] if node != actor else actor
 
 
 def _vector_text(version: Mapping[str, int]) -> str:
@@ -600,8 +605,7 @@ class TextReport(Report):
         for state in phase.states:
             reading = state.counters[key]
             entries = "  ".join(
-                f"{_short_actor(str(sib['node']))}#{sib['seq']}={sib['value']}"
-                for sib in reading.siblings
+                f"{_short_actor(sib.actor)}#{sib.seq}={sib.value}" for sib in reading.siblings
             )
             self._print(f"     {state.node}  {entries or '-'}  -> {reading.value:,}")
         first = phase.states[0]
@@ -661,49 +665,6 @@ def _plan(
     return plan
 
 
-@contextlib.contextmanager
-def _reserved_ports(wanted: Mapping[str, int]) -> Iterator[dict[str, int]]:
-    """Bind each node's port (0: any free port) until the block ends; yield the port numbers.
-
-    The proxy's links bind ephemeral ports of their own before the nodes start; holding the
-    nodes' ports meanwhile keeps a link from taking one of them. A wanted port that cannot be
-    bound is held by another process (another node, perhaps another demo's): a node started
-    there could only fail, so every such port is named at once, before anything starts.
-
-    :raises _CouldNotRun: when a wanted port cannot be bound.
-    """
-    with contextlib.ExitStack() as stack:
-        ports: dict[str, int] = {}
-        busy: list[str] = []
-        all_in_use = True
-        for name, port in wanted.items():
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError as exc:
-                if port == 0:
-                    raise
-                in_use = exc.errno == errno.EADDRINUSE
-                all_in_use = all_in_use and in_use
-                busy.append(f"{port} (node {name})" if in_use else f"{port} (node {name}: {exc})")
-            ports[name] = port or int(sock.getsockname()[1])
-        if busy:
-            ports_are = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(busy)} are"
-            what = "already in use" if all_in_use else "not free"
-            raise _CouldNotRun(
-                f"{ports_are} {what} on 127.0.0.1, so no node was started; "
-                "use --port 0 for free ports, or another --port"
-            )
-        yield ports
-
-
-def _log_tail(process: ServerProcess) -> str:
-    lines = process.log().rstrip().splitlines()[-LOG_TAIL_LINES:]
-    count = "line" if len(lines) == 1 else f"{len(lines)} lines"
-    title = f"--- node {process.node_id}'s log, last {count} ---"
-    return "\n".join([title, *lines])
-
-
 class _Run:
     """One demo run's moving parts; :func:`run_demo` owns its lifecycle."""
 
@@ -713,8 +674,17 @@ class _Run:
         self.result = result
         self.loop = asyncio.get_running_loop()
         self.workdir = Path(tempfile.mkdtemp(prefix="vvstore-demo-"))
-        self.proxy = FaultProxy()
-        self.processes: dict[str, ServerProcess] = {}
+        base = options.port
+        self.cluster = Cluster(
+            self.workdir,
+            options.names,
+            ports={name: base + i if base else 0 for i, name in enumerate(options.names)},
+            client_links=False,
+            sync_interval=SYNC_INTERVAL_S,
+            backoff_cap=BACKOFF_CAP_S,
+            start_timeout=START_TIMEOUT_S,
+        )
+        self.proxy = self.cluster.proxy
         self.clients: dict[str, Client] = {}
         self.rng = random.Random(options.seed)
         self.began = self.loop.time()
@@ -728,88 +698,56 @@ class _Run:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        names = self.options.names
-        base = self.options.port
-        wanted = {name: base + i if base else 0 for i, name in enumerate(names)}
-        with _reserved_ports(wanted) as ports:
-            links = await self._link(ports)
-        for name, port in ports.items():
-            peers = [f"http://127.0.0.1:{links[(name, other)]}" for other in names if other != name]
-            process = ServerProcess(
-                name,
-                self.workdir / name,
-                port,
-                peers=peers,
-                extra_args=[
-                    "--sync-interval", str(SYNC_INTERVAL_S),
-                    "--backoff-cap", str(BACKOFF_CAP_S),
-                ],
-            )  # fmt: skip
-            self.processes[name] = process
-            process.start()
-        outcomes = await asyncio.gather(
-            *(p.wait_ready(START_TIMEOUT_S) for p in self.processes.values()),
-            return_exceptions=True,
-        )
-        for process, outcome in zip(self.processes.values(), outcomes, strict=True):
-            if isinstance(outcome, RuntimeError):
-                # The launcher's message carries the whole log: its first line says what
-                # happened, the log's last line (the exception, usually) says why.
-                what = str(outcome).splitlines()[0].rstrip(":")
-                why = process.log().strip().splitlines()[-1:] or ["(empty log)"]
-                raise _CouldNotRun(f"{what}: {why[0]}", _log_tail(process))
-            if isinstance(outcome, BaseException):
-                raise outcome
+        try:
+            await self.cluster.start()
+        except PortsBusy as exc:
+            raise _CouldNotRun(f"{exc}; use --port 0 for free ports, or another --port") from None
+        except NodeDidNotStart as exc:
+            # The launcher's line says what happened, the log's last line (the exception,
+            # usually) says why.
+            process = self.cluster.processes[exc.name]
+            why = process.log().strip().splitlines()[-1:] or ["(empty log)"]
+            raise _CouldNotRun(
+                f"{exc.what.rstrip(':')}: {why[0]}", self._log_tail(exc.name)
+            ) from None
+        processes = self.cluster.processes
         self.clients = {
-            name: Client(p.url, timeout=REQUEST_TIMEOUT_S) for name, p in self.processes.items()
+            name: Client(p.url, timeout=REQUEST_TIMEOUT_S) for name, p in processes.items()
         }
         statuses = await asyncio.gather(*(c.status() for c in self.clients.values()))
         self.result.nodes = [
-            NodeInfo(name, p.url, p.pid, str(status["actor"]))
-            for (name, p), status in zip(self.processes.items(), statuses, strict=True)
+            NodeInfo(name, p.url, p.pid, status.actor)
+            for (name, p), status in zip(processes.items(), statuses, strict=True)
         ]
         self.report.nodes_ready(self.result.nodes)
 
-    async def _link(self, ports: Mapping[str, int]) -> dict[tuple[str, str], int]:
-        """One proxy link per ordered pair of nodes; returns each link's listening port."""
-        return {
-            (src, dst): await self.proxy.add_link(src, dst, ports[dst])
-            for src in ports
-            for dst in ports
-            if src != dst
-        }
+    def _log_tail(self, name: str) -> str:
+        return self.cluster.log_tail(name, LOG_TAIL_LINES)
 
     async def close(self) -> None:
         """Stop everything this run started; safe to call after any failure."""
         try:
             for client in self.clients.values():
                 await client.close()
-            statuses = await asyncio.gather(
-                *(p.stop() for p in self.processes.values()), return_exceptions=True
-            )
-            await self.proxy.close()
+            codes = await self.cluster.close()
             actors = {node.node: node.actor for node in self.result.nodes}
             self.result.nodes = [
-                NodeInfo(name, p.url, p.pid, actors.get(name), s if isinstance(s, int) else None)
-                for (name, p), s in zip(self.processes.items(), statuses, strict=True)
+                NodeInfo(name, p.url, p.pid, actors.get(name), codes.get(name))
+                for name, p in self.cluster.processes.items()
             ]
         finally:
-            # Whatever interrupted the graceful stop, no node outlives the run.
-            for process in self.processes.values():
-                process.kill()
             if self.options.keep:
                 self.result.workdir = str(self.workdir)
             else:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def check_alive(self) -> None:
-        for process in self.processes.values():
+        for name, process in self.cluster.processes.items():
             if not process.running():
                 assert process.process is not None
                 code = process.process.poll()
                 raise _CouldNotRun(
-                    f"node {process.node_id} exited unexpectedly (status {code})",
-                    _log_tail(process),
+                    f"node {name} exited unexpectedly (status {code})", self._log_tail(name)
                 )
 
     # -- workload -----------------------------------------------------------------------------
@@ -881,12 +819,10 @@ class _Run:
             return None
         return NodeState(
             node=name,
-            actor=str(status["actor"]),
-            version=dict(status["version"]),
+            actor=status.actor,
+            version=status.version,
             counters={
-                key: CounterReading(
-                    int(reply["value"]), dict(reply["version"]), list(reply["siblings"])
-                )
+                key: CounterReading(reply.value, reply.version, reply.siblings)
                 for key, reply in zip(keys, replies, strict=True)
             },
         )
@@ -923,7 +859,7 @@ class _Run:
                     raise _CouldNotRun(
                         f"node {silent[0]} did not answer reads for "
                         f"{self.options.converge_timeout:g} s",
-                        _log_tail(self.processes[silent[0]]),
+                        self._log_tail(silent[0]),
                     )
                 return False, elapsed, [states[name] for name in names]
             self.report.progress(

@@ -35,7 +35,7 @@ from vvstore.codec import (
 from vvstore.config import NodeConfig
 from vvstore.errors import PeerTimeout, PeerUnreachable
 from vvstore.node import Node
-from vvstore.store import MIGRATIONS
+from vvstore.schema import MIGRATIONS
 
 __all__ = ["MemoryPeer", "Network", "crash", "open_memory_node", "write_schema_2"]
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from vvstore.harness.checker import History, NodeLoss
-from vvstore.harness.faults.cluster import CLIENT, Cluster
+from vvstore.harness.cluster import CLIENT, Cluster
 from vvstore.harness.faults.schedule import Fault, Schedule
 from vvstore.harness.faults.workload import Workload
 from vvstore.harness.proxy import FaultProxy

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vvstore.harness.checker import FaultVerdict, History, NodeLoss, check_faults, summarize_faults
-from vvstore.harness.faults.cluster import Cluster, durabilities
+from vvstore.harness.cluster import Cluster, durabilities
 from vvstore.harness.faults.nemesis import KillCheck, Nemesis, NemesisEvent
 from vvstore.harness.faults.schedule import (
     Fault,

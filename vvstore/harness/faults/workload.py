@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from vvstore.actor import is_actor_of
 from vvstore.harness.checker import History, Op
 
 __all__ = ["Workload", "WorkloadOptions"]
@@ -204,7 +205,7 @@ class Workload:
             own = {
                 str(actor): int(seq)
                 for actor, seq in dict(reply.body.get("version") or {}).items()
-                if str(actor).split("~", 1)[0] == node
+                if is_actor_of(str(actor), node)
             }
         self.history.complete(op, reply.outcome, self.clock(), version=own)
         self._count_outcome("add", reply)

@@ -1,10 +1,15 @@
-"""Three real ``vvstore serve`` processes on loopback, wired through one fault proxy.
+"""The harness's one cluster fixture: real ``vvstore serve`` processes on loopback, wired
+through one fault proxy. The demo, the fault suite, the benchmarks and the real-process tests
+all start their nodes here.
 
-Every node-to-node link and every client link passes through the :class:`FaultProxy`: node X
-reaches node Y at the port of link ``(X, Y)``, and workload clients reach node X at the port of
-link ``("client", X)``. The harness's own observer (status polls, convergence, the final
-state) talks to the nodes directly, like Jepsen's control connection: it is how the nemesis
-sees the cluster, not part of the workload, and faults never cut it.
+Every node-to-node link (and, with ``client_links``, every client link) passes through the
+:class:`FaultProxy`: node X reaches node Y at the port of link ``(X, Y)``, and workload clients
+reach node X at the port of link ``("client", X)``. The harness's own observer (status polls,
+convergence, the final state) talks to the nodes directly, like Jepsen's control connection:
+it is how a test or the nemesis sees the cluster, not part of the workload, and faults never
+cut it. A node is ready when the process this module started answers on its port, by node id
+and PID (:meth:`ServerProcess.wait_ready`): a port another process serves is refused up front
+(:class:`PortsBusy`) or never taken for one of ours.
 
 Process faults act on the processes this module started, by PID only: SIGKILL (then a restart
 on the same data directory, a wiped one or a stale copy), SIGSTOP and SIGCONT. A stale copy is
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -34,7 +40,15 @@ import aiohttp
 from vvstore.harness.launcher import ServerProcess
 from vvstore.harness.proxy import FaultProxy
 
-__all__ = ["CLIENT", "DB_FILE", "Cluster", "durabilities"]
+__all__ = [
+    "CLIENT",
+    "DB_FILE",
+    "Cluster",
+    "NodeDidNotStart",
+    "PortsBusy",
+    "durabilities",
+    "reserved_ports",
+]
 
 #: The proxy's name for every workload client.
 CLIENT = "client"
@@ -51,6 +65,7 @@ LIST_PAGE = 1000
 # Most pages of keys the observer reads from one node (bounds the loop; 1,000 keys a page).
 MAX_LIST_PAGES = 1000
 LOG_TAIL_LINES = 25
+CONVERGE_POLL_S = 0.05
 
 
 def durabilities(mode: str, names: Sequence[str]) -> dict[str, str]:
@@ -62,26 +77,88 @@ def durabilities(mode: str, names: Sequence[str]) -> dict[str, str]:
     raise ValueError(f"durability must be full, normal or mixed, got {mode!r}")
 
 
+class PortsBusy(RuntimeError):
+    """Wanted ports are in use on 127.0.0.1: nothing was started. The message names each."""
+
+
+class NodeDidNotStart(RuntimeError):
+    """A node did not come up: ``what`` happened (the launcher's line), and its log's tail."""
+
+    def __init__(self, name: str, what: str, log_tail: str) -> None:
+        super().__init__(f"{what}\n{log_tail}")
+        self.name = name
+        self.what = what
+        self.log_tail = log_tail
+
+
 @contextlib.contextmanager
-def _reserved_ports(count: int) -> Iterator[list[int]]:
-    """Hold ``count`` free loopback ports until the block ends, so that the proxy's own
-    ephemeral ports cannot take one of them before the nodes start."""
+def reserved_ports(wanted: Mapping[str, int]) -> Iterator[dict[str, int]]:
+    """Bind each node's wanted port (0: any free one) until the block ends; yield the ports.
+
+    Holding them keeps the proxy's own ephemeral ports from taking one before the nodes start.
+
+    :raises PortsBusy: naming every wanted port that cannot be bound, and its node.
+    """
     with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
+        ports: dict[str, int] = {}
+        busy: list[str] = []
+        all_in_use = True
+        for name, port in wanted.items():
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(int(sock.getsockname()[1]))
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as exc:
+                if port == 0:
+                    raise
+                in_use = exc.errno == errno.EADDRINUSE
+                all_in_use = all_in_use and in_use
+                busy.append(f"{port} (node {name})" if in_use else f"{port} (node {name}: {exc})")
+                continue
+            ports[name] = int(sock.getsockname()[1])
+        if busy:
+            ports_are = f"port {busy[0]} is" if len(busy) == 1 else f"ports {', '.join(busy)} are"
+            what = "already in use" if all_in_use else "not free"
+            raise PortsBusy(f"{ports_are} {what} on 127.0.0.1, so no node was started")
         yield ports
 
 
 class Cluster:
-    """The nodes, the proxy between everything, and the observer's direct session."""
+    """The nodes, the proxy between them, and the observer's direct session.
 
-    def __init__(self, workdir: Path, names: Sequence[str], durability: Mapping[str, str]) -> None:
+    :param durability: one mode for every node, or a mode per node.
+    :param ports: the port each node must listen on (0 or missing: a free one).
+    :param client_links: route workload clients through the proxy too (:attr:`client_urls`);
+        without, clients use the nodes' own addresses.
+    :param extra_args: more ``vvstore serve`` flags for every node.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        names: Sequence[str],
+        durability: Mapping[str, str] | str = "full",
+        *,
+        ports: Mapping[str, int] | None = None,
+        client_links: bool = True,
+        extra_args: Sequence[str] = (),
+        sync_interval: float = SYNC_INTERVAL_S,
+        backoff_cap: float = BACKOFF_CAP_S,
+        start_timeout: float = START_TIMEOUT_S,
+    ) -> None:
         self.workdir = workdir
         self.names = tuple(names)
-        self.durability = dict(durability)
+        self.durability = (
+            dict.fromkeys(self.names, durability)
+            if isinstance(durability, str)
+            else dict(durability)
+        )
+        self.wanted_ports = {name: (ports or {}).get(name, 0) for name in self.names}
+        self.client_links = client_links
+        self.extra_args = [
+            "--sync-interval", str(sync_interval), "--backoff-cap", str(backoff_cap),
+            *extra_args,
+        ]  # fmt: skip
+        self.start_timeout = start_timeout
         self.proxy = FaultProxy()
         self.processes: dict[str, ServerProcess] = {}
         #: Node -> the URL workload clients use (through the proxy).
@@ -95,14 +172,18 @@ class Cluster:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Wire the proxy, start every node and wait until each answers its status."""
-        self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=OBSERVER_TIMEOUT_S)
-        )
-        with _reserved_ports(len(self.names)) as reserved:
-            ports = dict(zip(self.names, reserved, strict=True))
+        """Wire the proxy, start every node and wait until each answers its status.
+
+        :raises PortsBusy: a wanted port is taken (nothing was started).
+        :raises RuntimeError: a node did not come up (with its log's tail).
+        """
+        with reserved_ports(self.wanted_ports) as ports:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=OBSERVER_TIMEOUT_S)
+            )
             links: dict[tuple[str, str], int] = {}
-            for src in (*self.names, CLIENT):
+            sources = (*self.names, CLIENT) if self.client_links else self.names
+            for src in sources:
                 for dst in self.names:
                     if src != dst:
                         links[(src, dst)] = await self.proxy.add_link(src, dst, ports[dst])
@@ -116,24 +197,24 @@ class Cluster:
                 ports[name],
                 peers=peers,
                 durability=self.durability[name],
-                extra_args=[
-                    "--sync-interval", str(SYNC_INTERVAL_S),
-                    "--backoff-cap", str(BACKOFF_CAP_S),
-                ],
-            )  # fmt: skip
-            self.client_urls[name] = f"http://127.0.0.1:{links[(CLIENT, name)]}"
+                extra_args=self.extra_args,
+            )
+            self.client_urls[name] = (
+                f"http://127.0.0.1:{links[(CLIENT, name)]}"
+                if self.client_links
+                else self.processes[name].url
+            )
         for process in self.processes.values():
             process.start()
-        for name in self.names:
-            await self._ready(name)
+        await asyncio.gather(*(self._ready(name) for name in self.names))
 
     async def _ready(self, name: str) -> dict[str, Any]:
         process = self.processes[name]
         self.starts[name] += 1
         try:
-            await process.wait_ready(START_TIMEOUT_S)
+            await process.wait_ready(self.start_timeout)
         except RuntimeError as exc:
-            raise RuntimeError(f"{str(exc).splitlines()[0]}\n{self.log_tail(name)}") from None
+            raise NodeDidNotStart(name, str(exc).splitlines()[0], self.log_tail(name)) from None
         status = await self.status(name)
         if status is None:
             raise RuntimeError(f"node {name} answers /health but not /status")
@@ -159,7 +240,41 @@ class Cluster:
             await self.proxy.close()
         return codes
 
+    # -- the network --------------------------------------------------------------------------
+
+    def partition(self, *groups: Sequence[str]) -> None:
+        """Cut every link between nodes of different groups (see :meth:`FaultProxy.partition`)."""
+        self.proxy.partition(*groups)
+
+    def isolate(self, name: str) -> None:
+        self.proxy.isolate(name)
+
+    def heal(self) -> None:
+        self.proxy.heal()
+
     # -- observation --------------------------------------------------------------------------
+
+    async def wait_converged(self, timeout: float, names: Sequence[str] | None = None) -> float:
+        """Poll until the running nodes (or ``names``) report one vector and the same values.
+
+        :returns: seconds it took.
+        :raises TimeoutError: with each node's vector and log tail.
+        """
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        watched = [n for n in (names or self.names) if self.running(n)]
+        seen: dict[str, Any] = {}
+        while loop.time() - began < timeout:
+            statuses = await asyncio.gather(*(self.status(n) for n in watched))
+            seen = {n: (s or {}).get("version") for n, s in zip(watched, statuses, strict=True)}
+            versions = list(seen.values())
+            if None not in versions and all(v == versions[0] for v in versions):
+                values = await asyncio.gather(*(self.values(n) for n in watched))
+                if None not in values and all(v == values[0] for v in values):
+                    return loop.time() - began
+            await asyncio.sleep(CONVERGE_POLL_S)
+        tails = "\n".join(self.log_tail(n) for n in watched)
+        raise TimeoutError(f"not converged after {timeout} s; versions {seen}\n{tails}")
 
     def data_dir(self, name: str) -> Path:
         return self.workdir / "data" / name
@@ -206,9 +321,11 @@ class Cluster:
             return None
         raise RuntimeError(f"node {name} listed more than {MAX_LIST_PAGES} pages of keys")
 
-    def log_tail(self, name: str) -> str:
-        lines = self.processes[name].log().rstrip().splitlines()[-LOG_TAIL_LINES:]
-        return "\n".join([f"--- last {len(lines)} lines of node {name}'s log ---", *lines])
+    def log_tail(self, name: str, lines: int = LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the node's log, under a title naming the node."""
+        tail = self.processes[name].log().rstrip().splitlines()[-lines:]
+        count = "line" if len(tail) == 1 else f"{len(tail)} lines"
+        return "\n".join([f"--- node {name}'s log, last {count} ---", *tail])
 
     def resources(self, name: str) -> dict[str, int] | None:
         """Resident memory (KiB) and open file descriptors of the node's process, or None."""

@@ -1,0 +1,244 @@
+"""vvstore.config: the settings table, NodeConfig's validation, and the serve flags made from it.
+
+The tests walk :data:`SETTINGS`, so a setting added to the table is covered here without a new
+test: it must get exactly one flag, its default must survive the round trip through argparse,
+a value given on the command line must reach NodeConfig, and a value out of range must be
+refused with a message naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vvstore.cli import _parser, config_from_args, main
+from vvstore.config import SETTINGS, NodeConfig, Setting
+from vvstore.errors import ConfigError
+
+TOKEN = "t" * 40
+SECRET = "s" * 48
+#: Options of ``serve`` that are not settings.
+PROCESS_DESTS = {"help", "loop", "log_level"}
+#: A valid value other than the default for each str setting without choices.
+OTHER_STR = {"node_id": "other-node", "host": "127.0.0.2"}
+
+
+@pytest.fixture(autouse=True)
+def _no_token_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VVSTORE_TOKEN", raising=False)
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    actions = [a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    parser: argparse.ArgumentParser = actions[0].choices["serve"]
+    return parser
+
+
+def serve_args(*flags: str, data_dir: str = "d") -> argparse.Namespace:
+    return _parser().parse_args(["serve", "--node-id", "n1", "--data-dir", data_dir, *flags])
+
+
+def dest(row: Setting) -> str:
+    return f"{row.name}_file" if row.secret else row.name
+
+
+def other_value(row: Setting, tmp_path: Path) -> Any:
+    """A valid value for ``row`` that is not its default."""
+    if row.secret:
+        return TOKEN if row.name == "token" else SECRET
+    if row.repeated:
+        return ("http://127.0.0.1:9001", "http://localhost:9002")
+    if row.choices:
+        return next(c for c in row.choices if c != row.default)
+    if row.name == "data_dir":
+        return str(tmp_path / "other")
+    if row.type is str:
+        assert row.name in OTHER_STR, f"give the new setting {row.name} a value in OTHER_STR"
+        return OTHER_STR[row.name]
+    if row.type is int:
+        return row.low if row.low != row.default else row.high
+    assert isinstance(row.default, float)
+    return row.default + 1.5
+
+
+def flags_for(row: Setting, value: Any, tmp_path: Path) -> list[str]:
+    if row.secret:
+        path = tmp_path / row.name
+        path.write_text(f"  {value}\n")
+        return [row.flag, str(path)]
+    if row.repeated:
+        return [part for one in value for part in (row.flag, str(one))]
+    return [row.flag, str(value)]
+
+
+def bad_values(row: Setting) -> list[Any]:
+    """Values ``row`` must refuse (none for a setting without a range, choices or check)."""
+    if row.secret:
+        return ["x" * 31]
+    if row.choices:
+        return ["bogus"]
+    if row.type is int:
+        assert row.low is not None and row.high is not None
+        return [row.low - 1, row.high + 1, "12"]
+    if row.positive:
+        return [0, 0.0, -1.0, math.nan]
+    if row.low is not None:
+        return [row.low - 1, math.nan]
+    return []
+
+
+# --- the table ---------------------------------------------------------------------------
+
+
+def test_the_table_has_one_row_per_field_in_order() -> None:
+    assert [row.name for row in SETTINGS] == [f.name for f in dataclasses.fields(NodeConfig)]
+    for row in SETTINGS:
+        assert row.help and row.group, row
+        assert row.type in (str, int, float), row
+        if row.type is float:
+            assert row.unit == "seconds", row
+        if row.secret:
+            assert row.default is None, "a secret is never required and has no default value"
+
+
+def test_a_secret_is_left_out_of_repr() -> None:
+    config = NodeConfig(node_id="n1", data_dir="d", token=TOKEN, cluster_secret=SECRET)
+    assert TOKEN not in repr(config) and SECRET not in repr(config)
+
+
+# --- flags ---------------------------------------------------------------------------------
+
+
+def test_every_setting_has_exactly_one_serve_flag() -> None:
+    actions = serve_parser()._actions
+    for row in SETTINGS:
+        mine = [a for a in actions if a.dest == dest(row)]
+        assert len(mine) == 1, f"{row.name}: {[a.option_strings for a in mine]}"
+        expected = "--" + row.name.replace("_", "-")
+        if row.secret:
+            expected += "-file"
+        elif row.repeated:
+            expected = "--peer"
+        assert mine[0].option_strings == [expected], row.name
+        assert mine[0].required == row.required, row.name
+    settings = {dest(row) for row in SETTINGS}
+    assert {a.dest for a in actions} == settings | PROCESS_DESTS
+
+
+def test_every_flag_default_is_the_field_default() -> None:
+    by_dest = {a.dest: a for a in serve_parser()._actions}
+    for row in SETTINGS:
+        if row.required:
+            continue
+        default = by_dest[dest(row)].default
+        if row.repeated:
+            default = tuple(default)
+        assert default == row.default, row.name
+    config = config_from_args(serve_args())
+    assert config == NodeConfig(node_id="n1", data_dir="d")
+
+
+def test_every_flag_value_reaches_the_config(tmp_path: Path) -> None:
+    wanted = {row.name: other_value(row, tmp_path) for row in SETTINGS}
+    argv = [part for row in SETTINGS for part in flags_for(row, wanted[row.name], tmp_path)]
+    config = config_from_args(_parser().parse_args(["serve", *argv]))
+    for row in SETTINGS:
+        assert wanted[row.name] != row.default, row.name
+        assert getattr(config, row.name) == wanted[row.name], row.name
+
+
+def test_the_token_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VVSTORE_TOKEN", f"{TOKEN}\n")
+    assert config_from_args(serve_args()).token == TOKEN
+    monkeypatch.setenv("VVSTORE_TOKEN", "short")
+    with pytest.raises(ConfigError, match=r"token in \$VVSTORE_TOKEN must be at least 32 bytes"):
+        config_from_args(serve_args())
+
+
+def test_secret_files_are_named_when_refused(tmp_path: Path) -> None:
+    short = tmp_path / "short"
+    short.write_text("x" * 31 + "\n")
+    with pytest.raises(ConfigError) as info:
+        config_from_args(serve_args("--cluster-secret-file", str(short)))
+    assert info.value.message == (
+        f"cluster secret in file {str(short)!r} must be at least 32 bytes, got 31"
+        " (make one with: openssl rand -hex 32)"
+    )
+    missing = tmp_path / "missing"
+    with pytest.raises(ConfigError, match=r"cannot read the token file .*missing"):
+        config_from_args(serve_args("--token-file", str(missing)))
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff" * 40)
+    with pytest.raises(ConfigError, match=r"token in file .*binary.* must be UTF-8 text"):
+        config_from_args(serve_args("--token-file", str(binary)))
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("sync_interval", 0, "sync_interval must be a positive number of seconds, got 0"),
+        ("page_entries", 5001, "page_entries must be an int in [1, 5000], got 5001"),
+        ("page_bytes", 1023, "page_bytes must be an int in [1024, 1048576], got 1023"),
+        ("port", 70000, "port must be an int in [0, 65535], got 70000"),
+        ("notice_delay", -1, "notice_delay must be >= 0 seconds, got -1"),
+        ("durability", "max", "durability must be 'full' or 'normal', got 'max'"),
+        ("node_id", "bad id", "node id must match [A-Za-z0-9_-]{1,40}, got 'bad id'"),
+        ("data_dir", "", "data_dir must not be empty"),
+        ("peers", ("ftp://x",), "peer URL must look like http://host:port, got 'ftp://x'"),
+        (
+            "token",
+            "x" * 31,
+            "token must be at least 32 bytes, got 31 (make one with: openssl rand -hex 32)",
+        ),
+    ],
+)
+def test_validation_messages(field: str, value: Any, message: str) -> None:
+    fields = {"node_id": "n1", "data_dir": "d", field: value}
+    with pytest.raises(ConfigError) as info:
+        NodeConfig(**fields)
+    assert info.value.message == message
+
+
+@pytest.mark.parametrize("row", [r for r in SETTINGS if bad_values(r)], ids=lambda r: r.name)
+def test_every_out_of_range_value_is_refused_naming_its_field(row: Setting) -> None:
+    for value in bad_values(row):
+        with pytest.raises(ConfigError, match=row.name):
+            NodeConfig(**{"node_id": "n1", "data_dir": "d", row.name: value})
+
+
+@pytest.mark.parametrize(
+    "row", [r for r in SETTINGS if bad_values(r) and not r.secret], ids=lambda r: r.name
+)
+def test_an_out_of_range_flag_is_one_error_line_naming_its_field(
+    row: Setting, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "d"
+    value = bad_values(row)[0]
+    if row.choices:  # argparse refuses it first, with a usage line
+        with pytest.raises(SystemExit) as exit_info:
+            main(["serve", "--node-id", "n1", "--data-dir", str(data_dir), row.flag, value])
+        assert exit_info.value.code == 2
+        assert row.flag in capsys.readouterr().err
+    else:
+        argv = ["serve", "--node-id", "n1", "--data-dir", str(data_dir), row.flag, str(value)]
+        assert main(argv) == 1
+        captured = capsys.readouterr()
+        assert captured.err.startswith("vvstore: error: ") and captured.err.count("\n") == 1
+        assert row.name in captured.err, captured.err
+    assert not data_dir.exists()
+
+
+def test_cross_field_rules_still_hold() -> None:
+    with pytest.raises(ConfigError, match="peers on non-loopback addresses need a cluster"):
+        NodeConfig(node_id="n1", data_dir="d", peers=("http://10.0.0.2:8080",))
+    with pytest.raises(ConfigError, match=r"binding 0\.0\.0\.0 beyond loopback needs a cluster"):
+        NodeConfig(node_id="n1", data_dir="d", host="0.0.0.0")
+    NodeConfig(node_id="n1", data_dir="d", host="0.0.0.0", cluster_secret=SECRET)
