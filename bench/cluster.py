@@ -44,10 +44,10 @@ from typing import Any
 import aiohttp
 
 from bench.drivers import preload, run_http
-from bench.procs import Server, free_port, process_cpu_seconds, start_vvstore
+from bench.procs import SERVER_CORE, preexec_for, process_cpu_seconds
 from vvstore.clock import VersionVector
-from vvstore.codec import PullRequest, decode_page, encode_page, encode_pull_request
-from vvstore.harness.proxy import FaultProxy
+from vvstore.harness.cluster import Cluster
+from vvstore.wire import PullRequest, decode_page, encode_page, encode_pull_request
 
 __all__ = ["ClusterDidNotConverge", "run_cluster"]
 
@@ -62,9 +62,11 @@ POLL = 0.01
 
 
 class _Cluster:
-    def __init__(self, proxy: FaultProxy, servers: dict[str, Server]) -> None:
-        self.proxy = proxy
-        self.servers = servers
+    """What row 7 measures of a running :class:`Cluster`: wire bytes, sync counters, CPU."""
+
+    def __init__(self, nodes: Cluster) -> None:
+        self.proxy = nodes.proxy
+        self.servers = nodes.processes
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
 
     async def close(self) -> None:
@@ -215,31 +217,25 @@ async def run_cluster(
     converge_timeout: float = 180.0,
 ) -> dict[str, Any]:
     """Run the phases, filling ``result`` as they complete (kept if a later phase fails)."""
-    ports = {n: free_port() for n in NAMES}
     result = {} if result is None else result
     result.update({"nodes": 3, "actors": 3, "keys": keys, "sync_interval_s": sync_interval})
-    async with FaultProxy() as proxy:
-        link_ports = {
-            (src, dst): await proxy.add_link(src, dst, ports[dst])
-            for src in NAMES
-            for dst in NAMES
-            if src != dst
-        }
-        servers = {
-            n: start_vvstore(
-                f"cluster-{n}",
-                workdir,
-                durability="full",
-                node_id=n,
-                port=ports[n],
-                peers=[f"http://127.0.0.1:{link_ports[(n, d)]}" for d in NAMES if d != n],
-                extra_args=["--sync-interval", str(sync_interval)],
-            )
-            for n in NAMES
-        }
-        cluster = _Cluster(proxy, servers)
+    # The harness's cluster: node-to-node links through the proxy (which counts their bytes),
+    # the benchmark's own requests straight to the nodes, each node pinned to the server core.
+    nodes = Cluster(
+        workdir / "cluster",
+        NAMES,
+        "full",
+        client_links=False,
+        sync_interval=sync_interval,
+        backoff_cap=None,
+        preexec_fn=preexec_for(SERVER_CORE),
+    )
+    proxy = nodes.proxy
+    try:
+        await nodes.start()
+        servers = nodes.processes
+        cluster = _Cluster(nodes)
         try:
-            await asyncio.gather(*(s.wait_http() for s in servers.values()))
             await cluster.wait_linked(30)
 
             # One key written on each node first, so that every vector names all three actors
@@ -380,5 +376,6 @@ async def run_cluster(
             result["proxy"] = json.loads(json.dumps(proxy.stats()["connections"]))
         finally:
             await cluster.close()
-            await asyncio.gather(*(s.stop() for s in servers.values()))
+    finally:
+        await nodes.close()
     return result

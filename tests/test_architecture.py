@@ -1,8 +1,9 @@
 """The package's layering, checked on the source with ``ast``.
 
-- The pure core (clock, counter, codec, errors, config, idempotency, auth, paging, and the
-  harness's checker) imports only the standard library and other core modules, and never a
-  clock, randomness or an event loop: time and randomness are passed in.
+- The pure core (clock, counter, codec, wire, errors, config, idempotency, auth, signing,
+  paging, actor, routes, writes, schema, and the harness's checker) imports only the standard
+  library and other core modules, and never a clock, randomness or an event loop: time and
+  randomness are passed in.
 - The product never imports the harness (vvstore/harness/): imports point harness -> product.
   The one door is the CLI's ``demo`` command, which loads vvstore.harness.demo when it runs;
   every other command, and importing the CLI, loads nothing of the harness.
@@ -30,9 +31,8 @@ PACKAGE = "vvstore"
 
 #: The pure core.
 CORE = frozenset(
-    {"clock", "counter", "codec", "errors", "config", "idempotency", "auth", "paging"}
-    | {"actor", "routes"}
-    | {"writes", "schema"}
+    {"clock", "counter", "codec", "wire", "errors", "config", "idempotency", "auth", "paging"}
+    | {"actor", "routes", "writes", "schema", "signing"}
     | {"harness.checker"}
 )
 #: The harness subpackage, and the one product module allowed to load from it (lazily).

@@ -22,23 +22,16 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from vvstore.auth import AUTHORIZATION_HEADER, NONCE_HEADER, ClusterAuth, TokenAuth, credential_for
+from vvstore.auth import AUTHORIZATION_HEADER, TokenAuth, credential_for
 from vvstore.clock import VersionVector
 from vvstore.codec import (
-    MAX_SYNC_REQUEST_BYTES,
-    Notice,
     Outcome,
-    Page,
-    PullRequest,
     Write,
     counter_body,
     decode_batch,
     decode_increment,
     decode_int_param,
     decode_key,
-    decode_notice,
-    decode_pull_request,
-    encode_page,
     reply_body,
 )
 from vvstore.counter import CounterState
@@ -59,6 +52,16 @@ from vvstore.errors import (
 )
 from vvstore.idempotency import normalize_idempotency_key
 from vvstore.routes import ROUTES
+from vvstore.signing import NONCE_HEADER, ClusterAuth
+from vvstore.wire import (
+    MAX_SYNC_REQUEST_BYTES,
+    Notice,
+    Page,
+    PullRequest,
+    decode_notice,
+    decode_pull_request,
+    encode_page,
+)
 
 __all__ = [
     "BATCH_BODY_LIMIT",
@@ -74,7 +77,7 @@ log = logging.getLogger(__name__)
 
 COUNTER_BODY_LIMIT = 64 * 1024
 BATCH_BODY_LIMIT = 1024 * 1024
-# Two vectors at their byte limit and an envelope: the codec's bound on what a peer may send.
+# Two vectors at their byte limit and an envelope: the wire's bound on what a peer may send.
 SYNC_BODY_LIMIT = MAX_SYNC_REQUEST_BYTES
 COUNTERS_PREFIX = "/counters/"
 

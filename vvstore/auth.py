@@ -7,63 +7,22 @@ Two secrets, two audiences:
   and compares SHA-256 digests with :func:`hmac.compare_digest`, so the comparison takes the
   same time whatever the presented value, its length included.
 * **Sync routes** (``/sync/pull``, ``/sync/notice``) are called by other nodes, which sign each
-  request with a cluster secret shared by every node (:class:`ClusterAuth`). The signature is
-  HMAC-SHA256 over a canonical string, one field per line (no field may hold a newline, so the
-  encoding is unambiguous)::
+  request with a cluster secret shared by every node: :mod:`vvstore.signing`.
 
-      vvstore-sync-v1                      the scheme and its version (domain separation)
-      POST                                 the method, upper case
-      /sync/pull?a=1&b=2                   the path and its query, canonical (see below)
-      1712345678901                        X-VV-Timestamp: integer milliseconds since the epoch
-      0123456789abcdef0123456789abcdef     X-VV-Nonce: 16 to 64 lower-case hex digits
-      node-a                               X-VV-Node: the sender's node id
-      node-b                               the recipient's node id (never sent: the recipient
-                                           verifies with its own, so a request made for B is
-                                           refused by C)
-      e3b0c442...                          hex SHA-256 of the body bytes
-
-  The path is normalised as RFC 3986 section 6.2.2 says (percent-escapes in upper case,
-  escapes of unreserved characters decoded, everything else escaped), so ``%2F`` and ``/``
-  stay different. Query pairs are split on ``&`` and the first ``=``, ``+`` reads as a space,
-  each side is escaped the same way (only unreserved characters stay literal), and the pairs
-  are sorted by key, then value: the order of the query does not matter, its contents do.
-
-  The responder signs its answer too, over ``vvstore-sync-response-v1``, its own node id, the
-  request's nonce, the status code and the hex SHA-256 of the response body, in
-  ``X-VV-Response-Signature`` (with ``X-VV-Node``). The requester checks it with
-  :meth:`ClusterAuth.verify_response` *before* parsing the body. Responders sign only answers
-  to requests that passed :meth:`ClusterAuth.verify_request`: a refusal goes out unsigned, so
-  an outsider cannot use a node as a signing oracle, and the requester reports it as
-  :class:`~vvstore.errors.Unauthorized` without trusting its body.
-
-What this protects against, for someone on the network who does not hold the secrets: calling
-client routes; forging, altering or redirecting a sync request (method, path, query, body,
-sender or recipient); replaying one (within the window the nonce cache refuses it, after it the
-timestamp does); forging or altering a sync response, or passing off the answer to one request
-as the answer to another. It does **not** hide anything: the token travels in clear and bodies
-are readable, so confidentiality (and protection of the token itself) needs TLS, which vvstore
-leaves to a reverse proxy in front of each node. Every node holds the cluster secret, so a
-compromised node can impersonate any other; node ids in signatures name, they do not isolate.
-
-Clocks: timestamps are wall-clock seconds (``time.time()`` in the caller), compared across
-nodes, so the nodes' clocks must agree within ``window`` (NTP). The measured skew of every
-correctly signed request is recorded per sender (:attr:`ClusterAuth.skews`) for ``/status``.
+This module also says which credential each route needs (from the route table,
+:mod:`vvstore.routes`) and what a usable secret is, and reads one from a file or the
+environment (:func:`read_secret`), for the token and the cluster secret alike.
 
 Pure core: standard library, :mod:`vvstore.errors` and :mod:`vvstore.routes` (the route table)
-only. No I/O, and no clock or randomness: ``now`` and nonces are passed in (a nonce is
-``secrets.token_hex(16)`` in the caller). Every refusal is an
-:class:`~vvstore.errors.Unauthorized` (HTTP 401) with its own ``code``; a bad argument from our
-own side (a nonce we generated, a secret we were configured with) is a ``ValueError``
-(:class:`~vvstore.errors.ConfigError` for configuration).
+only. No I/O: :func:`read_secret` is handed the function that reads a file. A refused token is
+an :class:`~vvstore.errors.Unauthorized` (HTTP 401) with its own ``code``; an unusable secret
+is a :class:`~vvstore.errors.ConfigError`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import heapq
 import hmac
-import math
-import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Final
@@ -74,17 +33,10 @@ from vvstore.routes import ROUTES, Credential, route_for
 __all__ = [
     "AUTHORIZATION_HEADER",
     "MIN_SECRET_BYTES",
-    "NODE_HEADER",
-    "NONCE_HEADER",
-    "REQUEST_SCHEME",
-    "RESPONSE_SCHEME",
-    "RESPONSE_SIGNATURE_HEADER",
     "ROUTE_CREDENTIALS",
-    "SIGNATURE_HEADER",
-    "TIMESTAMP_HEADER",
-    "ClusterAuth",
     "Credential",
     "TokenAuth",
+    "check_secret_length",
     "credential_for",
     "load_secret",
     "load_token",
@@ -93,44 +45,10 @@ __all__ = [
 
 #: The header carrying ``Bearer <token>`` on client routes.
 AUTHORIZATION_HEADER: Final = "Authorization"
-#: The sender's node id on a sync request; the responder's node id on its response.
-NODE_HEADER: Final = "X-VV-Node"
-#: When the sync request was signed: integer milliseconds since the Unix epoch.
-TIMESTAMP_HEADER: Final = "X-VV-Timestamp"
-#: A value the sender never reuses: 16 to 64 lower-case hex digits.
-NONCE_HEADER: Final = "X-VV-Nonce"
-#: Hex HMAC-SHA256 of the canonical request.
-SIGNATURE_HEADER: Final = "X-VV-Signature"
-#: Hex HMAC-SHA256 of the canonical response.
-RESPONSE_SIGNATURE_HEADER: Final = "X-VV-Response-Signature"
-
-#: First line of every signed request; a new format gets a new tag.
-REQUEST_SCHEME: Final = "vvstore-sync-v1"
-#: First line of every signed response, distinct so a request signature is never a response one.
-RESPONSE_SCHEME: Final = "vvstore-sync-response-v1"
-
 #: Shortest token or cluster secret accepted: 256 bits, if it is random bytes.
 MIN_SECRET_BYTES: Final = 32
 # A token travels in a header: aiohttp refuses header lines over 8190 bytes.
 _MAX_TOKEN_BYTES: Final = 4096
-# Longest request target (path and query) verified; longer ones are refused, not hashed.
-_MAX_TARGET_CHARS: Final = 8192
-
-# Node ids are the operator's names ([A-Za-z0-9_-]{1,40} in NodeConfig); here any visible
-# ASCII up to 64 characters is accepted, which keeps them header-safe and free of newlines.
-_NODE_ID_RE: Final = re.compile(r"[!-~]{1,64}")
-_NONCE_RE: Final = re.compile(r"[0-9a-f]{16,64}")
-# Canonical decimal, no sign, no leading zero; 15 digits reach beyond the year 30000.
-_TIMESTAMP_RE: Final = re.compile(r"0|[1-9][0-9]{0,14}")
-_SIGNATURE_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
-_METHOD_RE: Final = re.compile(r"[A-Za-z]{1,16}")
-_HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
-_UNRESERVED: Final = frozenset(
-    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
-)
-# RFC 3986 pchar minus percent-escapes, plus "/" between segments.
-_PATH_LITERAL: Final = _UNRESERVED | frozenset(b"!$&'()*+,;=:@/")
-
 #: Which credential each route needs, by (method, path): a view of :data:`vvstore.routes.ROUTES`,
 #: the one table of routes. ``HEAD`` goes with ``GET``.
 ROUTE_CREDENTIALS: Final[Mapping[tuple[str, str], Credential]] = MappingProxyType(
@@ -164,7 +82,7 @@ def load_secret(data: str | bytes, *, what: str = "secret", source: str | None =
     """
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     raw = raw.strip()
-    _check_secret_length(raw, what, source)
+    check_secret_length(raw, what, source)
     return raw
 
 
@@ -232,7 +150,7 @@ class TokenAuth:
     def __init__(self, token: bytes) -> None:
         if not isinstance(token, bytes):
             raise TypeError(f"token must be bytes, got {type(token).__name__}")
-        _check_secret_length(token, "token")
+        check_secret_length(token, "token")
         if len(token) > _MAX_TOKEN_BYTES:
             raise ConfigError(f"token must be at most {_MAX_TOKEN_BYTES} bytes, got {len(token)}")
         if any(not 0x21 <= byte <= 0x7E for byte in token):
@@ -275,406 +193,11 @@ class TokenAuth:
             raise Unauthorized("wrong token", code="wrong_token")
 
 
-class ClusterAuth:
-    """Signs and verifies node-to-node sync requests and their responses for one node.
-
-    :param secret: the cluster secret, the same on every node, at least
-        :data:`MIN_SECRET_BYTES` bytes.
-    :param node_id: this node's id: the sender of what it signs, the recipient of what it
-        verifies.
-    :param window: seconds a request's timestamp may differ from the verifier's clock, either
-        way. Larger tolerates worse clocks; smaller shortens how long a request lives.
-    :param max_nonces: most nonces remembered. The nonce of each accepted request is kept
-        until its timestamp leaves the window; if the cache is full, the entry that would
-        expire first is evicted, and a replay of *that* request is then refused only once its
-        timestamp is older than the window, not before. Size it to at least the accepted
-        request rate times ``2 * window`` (a timestamp may be up to ``window`` ahead); each
-        entry costs roughly 200 bytes. Only correctly signed requests enter the cache, so
-        only a holder of the secret can fill it.
-    :raises ConfigError: when a parameter is out of range.
-
-    Not thread-safe; in asyncio, each call runs to completion without yielding.
-    """
-
-    __slots__ = ("_expiry_heap", "_max_nonces", "_node_id", "_secret", "_seen", "_skews", "_window")
-
-    def __init__(
-        self, secret: bytes, node_id: str, window: float = 30.0, max_nonces: int = 100_000
-    ) -> None:
-        if not isinstance(secret, bytes):
-            raise TypeError(f"cluster secret must be bytes, got {type(secret).__name__}")
-        _check_secret_length(secret, "cluster secret")
-        if not isinstance(node_id, str) or not _NODE_ID_RE.fullmatch(node_id):
-            raise ConfigError(
-                f"node id must be 1 to 64 visible ASCII characters, got {node_id!r:.80}"
-            )
-        if isinstance(window, bool) or not isinstance(window, int | float):
-            raise ConfigError(f"window must be a number of seconds, got {window!r:.80}")
-        if not (math.isfinite(window) and window > 0):
-            raise ConfigError(f"window must be a finite number of seconds > 0, got {window!r}")
-        if isinstance(max_nonces, bool) or not isinstance(max_nonces, int) or max_nonces < 1:
-            raise ConfigError(f"max_nonces must be an int >= 1, got {max_nonces!r:.80}")
-        self._secret = secret
-        self._node_id = node_id
-        self._window = float(window)
-        self._max_nonces = max_nonces
-        # (expires_at, sender, nonce): a heap so the first to expire is the first to go.
-        self._expiry_heap: list[tuple[float, str, str]] = []
-        self._seen: set[tuple[str, str]] = set()
-        self._skews: dict[str, float] = {}
-
-    def __repr__(self) -> str:
-        return f"ClusterAuth(<redacted>, node_id={self._node_id!r}, window={self._window!r})"
-
-    @property
-    def node_id(self) -> str:
-        """This node's id."""
-        return self._node_id
-
-    @property
-    def window(self) -> float:
-        """Seconds a timestamp may be off, either way."""
-        return self._window
-
-    @property
-    def skews(self) -> Mapping[str, float]:
-        """Clock skew in seconds per sender, from its latest correctly signed request.
-
-        Positive: the sender's clock is ahead of ours. Recorded for stale requests too, so a
-        node refused for its clock shows here. A replay of an old captured request is also
-        correctly signed and stale, so it can make a sender's skew read high until that sender's
-        next request; treat a large value as a hint to check NTP, not as proof.
-        """
-        return MappingProxyType(self._skews)
-
-    @property
-    def last_skew(self) -> float | None:
-        """The skew measured on the latest correctly signed request, or None before the first."""
-        if not self._skews:
-            return None
-        return next(reversed(self._skews.values()))
-
-    @property
-    def nonce_count(self) -> int:
-        """How many nonces are remembered now (expired ones go on the next verification)."""
-        return len(self._seen)
-
-    # --- requests -------------------------------------------------------------------------
-
-    def sign_request(
-        self,
-        method: str,
-        path_qs: str,
-        body: bytes,
-        *,
-        recipient: str,
-        now: float,
-        nonce: str,
-    ) -> dict[str, str]:
-        """Headers that authenticate a sync request from this node to ``recipient``.
-
-        ``path_qs`` is the path and query as sent; ``body`` the exact bytes sent; ``now`` the
-        wall clock in seconds; ``nonce`` 16 to 64 lower-case hex digits never used before
-        (``secrets.token_hex(16)``). Keep the nonce: the response is signed over it.
-
-        :raises ValueError: when an argument is malformed or ``recipient`` is this node.
-        """
-        if not _METHOD_RE.fullmatch(method):
-            raise ValueError(f"method must be 1 to 16 ASCII letters, got {method!r:.80}")
-        if not _NODE_ID_RE.fullmatch(recipient):
-            raise ValueError(f"recipient must be a node id, got {recipient!r:.80}")
-        if recipient == self._node_id:
-            raise ValueError(f"a node does not sign requests to itself ({recipient!r})")
-        if not _NONCE_RE.fullmatch(nonce):
-            raise ValueError("nonce must be 16 to 64 lower-case hex digits")
-        if isinstance(now, bool) or not isinstance(now, int | float):
-            raise ValueError(f"now must be a number of seconds, got {now!r:.80}")
-        if not (math.isfinite(now) and now >= 0):
-            raise ValueError(f"now must be finite and >= 0, got {now!r}")
-        target = _canonical_target(path_qs)
-        if target is None:
-            raise ValueError(f"path must start with '/' and be short, got {path_qs!r:.80}")
-        timestamp = str(math.floor(now * 1000))
-        message = _request_message(
-            method.upper(), target, timestamp, nonce, self._node_id, recipient, body
-        )
-        return {
-            NODE_HEADER: self._node_id,
-            TIMESTAMP_HEADER: timestamp,
-            NONCE_HEADER: nonce,
-            SIGNATURE_HEADER: self._mac(message).hex(),
-        }
-
-    def verify_request(
-        self, method: str, path_qs: str, body: bytes, headers: Mapping[str, str], *, now: float
-    ) -> str:
-        """Accept a sync request made to this node and return its sender's node id.
-
-        ``path_qs`` is the request target as received (``request.raw_path`` in aiohttp),
-        ``body`` the bytes read, ``headers`` the request's headers (looked up without regard to
-        case), ``now`` the wall clock in seconds. Checks, in order: every header present and
-        well-formed; the timestamp within ``window`` of ``now``; the signature (constant time);
-        the nonce not seen before. The nonce is remembered only once the signature is valid.
-
-        :raises Unauthorized: with code ``missing_auth_header``, ``malformed_auth_header``,
-            ``clock_skew``, ``bad_signature`` or ``replayed_nonce``.
-        """
-        if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
-            raise ValueError(f"now must be a finite number of seconds, got {now!r:.80}")
-        sender = _required(headers, NODE_HEADER)
-        timestamp = _required(headers, TIMESTAMP_HEADER)
-        nonce = _required(headers, NONCE_HEADER)
-        signature = _required(headers, SIGNATURE_HEADER)
-        if not _NODE_ID_RE.fullmatch(sender):
-            raise _malformed(NODE_HEADER, "a node id of 1 to 64 visible ASCII characters")
-        if not _TIMESTAMP_RE.fullmatch(timestamp):
-            raise _malformed(TIMESTAMP_HEADER, "integer milliseconds since the epoch")
-        if not _NONCE_RE.fullmatch(nonce):
-            raise _malformed(NONCE_HEADER, "16 to 64 lower-case hex digits")
-        if not _SIGNATURE_RE.fullmatch(signature):
-            raise _malformed(SIGNATURE_HEADER, "64 hex digits")
-        if not (isinstance(method, str) and _METHOD_RE.fullmatch(method)):
-            raise Unauthorized("malformed request method", code="malformed_auth_header")
-        target = _canonical_target(path_qs)
-        if target is None:
-            raise Unauthorized("malformed request path", code="malformed_auth_header")
-        if sender == self._node_id:
-            raise Unauthorized(
-                f"request claims to come from this node ({sender!r}): duplicate node ids?",
-                code="malformed_auth_header",
-            )
-
-        message = _request_message(
-            method.upper(), target, timestamp, nonce, sender, self._node_id, body
-        )
-        # The MAC is computed before the window is checked, though a stale request is refused
-        # as stale whatever its signature: only a correctly signed one may record its skew.
-        signed = hmac.compare_digest(self._mac(message), bytes.fromhex(signature))
-        sent_at = int(timestamp) / 1000
-        skew = sent_at - now
-        if abs(skew) > self._window:
-            if signed:
-                self._record_skew(sender, skew)
-            raise Unauthorized(
-                f"timestamp is {skew:+.1f} s from this node's clock, outside the "
-                f"+-{self._window:g} s window: check clock skew between {sender!r} and "
-                f"{self._node_id!r} (NTP)",
-                code="clock_skew",
-            )
-        if not signed:
-            raise Unauthorized(
-                "bad signature: wrong cluster secret, or the request was altered or made "
-                "for another node",
-                code="bad_signature",
-            )
-        self._record_skew(sender, skew)
-        self._expire(now)
-        key = (sender, nonce)
-        if key in self._seen:
-            raise Unauthorized("replayed nonce", code="replayed_nonce")
-        self._remember(key, sent_at + self._window)
-        return sender
-
-    # --- responses ------------------------------------------------------------------------
-
-    def sign_response(self, request_nonce: str, status: int, body: bytes) -> dict[str, str]:
-        """Headers that authenticate this node's response to a verified sync request.
-
-        :raises ValueError: when the nonce or the status is malformed.
-        """
-        if not _NONCE_RE.fullmatch(request_nonce):
-            raise ValueError("request nonce must be 16 to 64 lower-case hex digits")
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-            raise ValueError(f"status must be an int from 100 to 599, got {status!r:.80}")
-        message = _response_message(self._node_id, request_nonce, status, body)
-        return {NODE_HEADER: self._node_id, RESPONSE_SIGNATURE_HEADER: self._mac(message).hex()}
-
-    def verify_response(
-        self,
-        request_nonce: str,
-        status: int,
-        body: bytes,
-        headers: Mapping[str, str],
-        *,
-        expected_node: str | None,
-    ) -> None:
-        """Accept the response to the request this node signed with ``request_nonce``.
-
-        Call it before parsing ``body``. ``expected_node``, when given, is the node id the
-        response must come from.
-
-        :raises Unauthorized: ``unsigned_response`` when a header is missing or malformed,
-            ``unexpected_responder`` when another node signed it, ``tampered_response`` when
-            the signature does not match.
-        :raises ValueError: when ``request_nonce`` is not one this node could have made.
-        """
-        if not _NONCE_RE.fullmatch(request_nonce):
-            raise ValueError("request nonce must be 16 to 64 lower-case hex digits")
-        responder = _header(headers, NODE_HEADER)
-        signature = _header(headers, RESPONSE_SIGNATURE_HEADER)
-        if responder is None or signature is None:
-            raise Unauthorized(
-                f"tampered or unsigned response: no {NODE_HEADER} or "
-                f"{RESPONSE_SIGNATURE_HEADER} header (HTTP {status})",
-                code="unsigned_response",
-            )
-        if not _NODE_ID_RE.fullmatch(responder) or not _SIGNATURE_RE.fullmatch(signature):
-            raise Unauthorized(
-                "tampered or unsigned response: malformed signature headers",
-                code="unsigned_response",
-            )
-        if responder == self._node_id or (expected_node is not None and responder != expected_node):
-            raise Unauthorized(
-                f"response signed by node {responder!r}, expected {expected_node!r}",
-                code="unexpected_responder",
-            )
-        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-            raise Unauthorized(
-                "tampered or unsigned response: bad status", code="unsigned_response"
-            )
-        message = _response_message(responder, request_nonce, status, body)
-        if not hmac.compare_digest(self._mac(message), bytes.fromhex(signature)):
-            raise Unauthorized("tampered or unsigned response", code="tampered_response")
-
-    # --- internals ------------------------------------------------------------------------
-
-    def _mac(self, message: bytes) -> bytes:
-        return hmac.new(self._secret, message, hashlib.sha256).digest()
-
-    def _record_skew(self, sender: str, skew: float) -> None:
-        # Re-inserted so the dict's last entry is the latest measurement (for last_skew).
-        self._skews.pop(sender, None)
-        self._skews[sender] = skew
-
-    def _expire(self, now: float) -> None:
-        heap = self._expiry_heap
-        while heap and heap[0][0] < now:
-            _, sender, nonce = heapq.heappop(heap)
-            self._seen.discard((sender, nonce))
-
-    def _remember(self, key: tuple[str, str], expires_at: float) -> None:
-        while len(self._seen) >= self._max_nonces:
-            _, sender, nonce = heapq.heappop(self._expiry_heap)
-            self._seen.discard((sender, nonce))
-        heapq.heappush(self._expiry_heap, (expires_at, *key))
-        self._seen.add(key)
-
-
-def _check_secret_length(secret: bytes, what: str, source: str | None = None) -> None:
+def check_secret_length(secret: bytes, what: str, source: str | None = None) -> None:
+    """Refuse a secret shorter than :data:`MIN_SECRET_BYTES` (naming it, and where it came from)."""
     if len(secret) < MIN_SECRET_BYTES:
         where = f" in {source}" if source is not None else ""
         raise ConfigError(
             f"{what}{where} must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)} "
             "(make one with: openssl rand -hex 32)"
         )
-
-
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    """The value of header ``name``, looked up exactly, then without regard to case."""
-    value: object = headers.get(name)
-    if value is None:
-        folded = name.casefold()
-        value = next(
-            (v for k, v in headers.items() if isinstance(k, str) and k.casefold() == folded), None
-        )
-    return value if isinstance(value, str) else None
-
-
-def _required(headers: Mapping[str, str], name: str) -> str:
-    value = _header(headers, name)
-    if value is None:
-        raise Unauthorized(f"missing {name} header", code="missing_auth_header")
-    return value
-
-
-def _malformed(name: str, expected: str) -> Unauthorized:
-    return Unauthorized(
-        f"malformed {name} header: expected {expected}", code="malformed_auth_header"
-    )
-
-
-def _request_message(
-    method: str,
-    target: str,
-    timestamp: str,
-    nonce: str,
-    sender: str,
-    recipient: str,
-    body: bytes,
-) -> bytes:
-    fields = (REQUEST_SCHEME, method, target, timestamp, nonce, sender, recipient, _sha256(body))
-    return "\n".join(fields).encode("ascii")
-
-
-def _response_message(responder: str, nonce: str, status: int, body: bytes) -> bytes:
-    fields = (RESPONSE_SCHEME, responder, nonce, str(status), _sha256(body))
-    return "\n".join(fields).encode("ascii")
-
-
-def _sha256(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-def _canonical_target(path_qs: str) -> str | None:
-    """The canonical path and query of a request target, or None if it cannot be one.
-
-    The result is ASCII without whitespace, so it never holds the newline that separates the
-    fields of the signed message. Raw bytes that a server decoded with ``surrogateescape`` are
-    recovered; any other lone surrogate makes the target malformed.
-    """
-    if not isinstance(path_qs, str) or not path_qs.startswith("/"):
-        return None
-    if len(path_qs) > _MAX_TARGET_CHARS:
-        return None
-    try:
-        raw = path_qs.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return None
-    path, has_query, query = raw.partition(b"?")
-    canonical = _escape(path, _PATH_LITERAL, plus_is_space=False)
-    if not has_query:
-        return canonical
-    pairs = []
-    for item in query.split(b"&"):
-        if not item:
-            continue
-        key, _, value = item.partition(b"=")
-        pairs.append(
-            (
-                _escape(key, _UNRESERVED, plus_is_space=True),
-                _escape(value, _UNRESERVED, plus_is_space=True),
-            )
-        )
-    pairs.sort()
-    return canonical + "?" + "&".join(f"{key}={value}" for key, value in pairs)
-
-
-def _escape(raw: bytes, literal: frozenset[int], *, plus_is_space: bool) -> str:
-    """``raw`` with percent-escapes normalised (RFC 3986 section 6.2.2).
-
-    Escaped unreserved characters are decoded, other escapes keep their byte in upper-case
-    hex, bytes outside ``literal`` are escaped, and a ``%`` not followed by two hex digits is
-    taken literally (so escaped as ``%25``).
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(raw):
-        byte = raw[i]
-        escaped = False
-        if byte == 0x25 and _is_hex_pair(raw, i + 1):
-            byte = int(raw[i + 1 : i + 3], 16)
-            escaped = True
-            i += 3
-        else:
-            i += 1
-        if byte == 0x2B and plus_is_space and not escaped:
-            byte = 0x20
-        if byte in _UNRESERVED or (byte in literal and not escaped):
-            out.append(chr(byte))
-        else:
-            out.append(f"%{byte:02X}")
-    return "".join(out)
-
-
-def _is_hex_pair(raw: bytes, at: int) -> bool:
-    return at + 1 < len(raw) and raw[at] in _HEX_DIGITS and raw[at + 1] in _HEX_DIGITS

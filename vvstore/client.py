@@ -170,6 +170,10 @@ def _vector(obj: Mapping[str, Any], name: str, what: str) -> dict[str, int]:
     return dict(value)
 
 
+# The reply types below parse alike (one checked field per line, then ``raw``) because each
+# names its own fields once; a generic parser would hide which field a message is about.
+
+
 @dataclass(frozen=True, slots=True)
 class Sibling:
     """One entry of a counter: the actor that wrote it, the seq of that actor's latest write

@@ -207,7 +207,8 @@ class NodeConfig:
     """The configuration of one node. Frozen; validated when constructed.
 
     Each field is a row of :data:`SETTINGS`; its ``help`` says what it is, the comment above
-    it why it has its default and what changing it costs.
+    it why it has its default and what changing it costs. The rows look alike on purpose: each
+    is one declaration of one setting, and nothing else restates it.
 
     :raises ConfigError: naming the first field out of range.
     """
@@ -321,7 +322,7 @@ class NodeConfig:
         low=1,
         high=100_000,
     )
-    # At most 5,000 entries and 1 MiB, the most any node accepts (vvstore.codec's
+    # At most 5,000 entries and 1 MiB, the most any node accepts (vvstore.wire's
     # MAX_PAGE_ENTRIES and MAX_PAGE_BYTES). A single entry larger than page_bytes still goes,
     # alone on its page. Smaller pages suit slow links: each is one request.
     page_entries: int = setting(

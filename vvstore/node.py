@@ -23,15 +23,17 @@ import aiohttp
 from aiohttp import web
 
 from vvstore.api import SERVICE, create_app
-from vvstore.auth import ClusterAuth, TokenAuth
+from vvstore.auth import TokenAuth
 from vvstore.clock import VersionVector
-from vvstore.codec import Notice, Outcome, Page, PullRequest, Write
+from vvstore.codec import Outcome, Write
 from vvstore.config import NodeConfig, is_loopback_host
 from vvstore.counter import CounterState
 from vvstore.errors import VVStoreError
 from vvstore.peer import HttpPeer
+from vvstore.signing import ClusterAuth
 from vvstore.store import PurgeResult, Store
 from vvstore.sync import Peer, SyncLoop
+from vvstore.wire import Notice, Page, PullRequest
 
 __all__ = ["Node", "node_app", "serve"]
 

@@ -2,11 +2,11 @@
 
 A page carries every item of one seq (an entry, a record, marks made by that dot) or none of
 them, so it is cut only between seqs; it holds at most ``limit`` items, and items of at most
-``budget`` encoded bytes, measured by the codec's own encoders (UTF-8 bytes, as the receiver
+``budget`` encoded bytes, measured by vvstore.wire's own encoders (UTF-8 bytes, as the receiver
 counts them). A first seq larger than the budget still goes, alone: it fits
-:data:`~vvstore.codec.MAX_PAGE_BYTES`, as every legal entry does. With its vector within
-:data:`~vvstore.codec.MAX_VECTOR_BYTES`, the page is then within
-:data:`~vvstore.codec.MAX_PAGE_BODY_BYTES`, the most a receiver reads.
+:data:`~vvstore.wire.MAX_PAGE_BYTES`, as every legal entry does. With its vector within
+:data:`~vvstore.wire.MAX_VECTOR_BYTES`, the page is then within
+:data:`~vvstore.wire.MAX_PAGE_BODY_BYTES`, the most a receiver reads.
 
 Pure core: standard library and the other core modules only; no I/O.
 """
@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from vvstore.clock import VersionVector
-from vvstore.codec import MAX_PAGE_BYTES, Page, entry_size, mark_size, record_size
 from vvstore.counter import Entry
 from vvstore.idempotency import Record
+from vvstore.wire import MAX_PAGE_BYTES, Page, entry_size, mark_size, record_size
 
 __all__ = ["PageBuilder"]
 

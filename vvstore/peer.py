@@ -4,7 +4,7 @@ The only module that speaks to other nodes. Every call times out on lack of prog
 connecting, and on any gap between received bytes longer than the read timeout (never on the
 call's total time, which a slow link may stretch to minutes for a large page; the sync round
 has a deadline of its own). A response body is read to at most
-:data:`~vvstore.codec.MAX_PAGE_BODY_BYTES` and validated in full (:mod:`vvstore.codec`)
+:data:`~vvstore.wire.MAX_PAGE_BODY_BYTES` and validated in full (:mod:`vvstore.wire`)
 before anything of it is returned, so a hostile or broken peer can waste one call, never
 corrupt us.
 """
@@ -18,8 +18,9 @@ import time
 
 import aiohttp
 
-from vvstore.auth import NONCE_HEADER, ClusterAuth
-from vvstore.codec import (
+from vvstore.errors import CodecError, MalformedPayload, PeerTimeout, PeerUnreachable
+from vvstore.signing import NONCE_HEADER, ClusterAuth
+from vvstore.wire import (
     MAX_PAGE_BODY_BYTES,
     Notice,
     Page,
@@ -28,7 +29,6 @@ from vvstore.codec import (
     encode_notice,
     encode_pull_request,
 )
-from vvstore.errors import CodecError, MalformedPayload, PeerTimeout, PeerUnreachable
 
 __all__ = ["HttpPeer"]
 

@@ -46,7 +46,7 @@ import aiosqlite
 
 from vvstore.actor import actor_prefix
 from vvstore.clock import VersionVector
-from vvstore.codec import Outcome, Page, PullRequest, Write, decode_reply, encode_reply
+from vvstore.codec import Outcome, Write, decode_reply, encode_reply
 from vvstore.config import NodeConfig
 from vvstore.counter import CounterState, Entry, Floor
 from vvstore.errors import (
@@ -59,6 +59,7 @@ from vvstore.errors import (
 from vvstore.idempotency import Dot, Record, key_hash
 from vvstore.paging import PageBuilder
 from vvstore.schema import MIGRATIONS, MIGRATIONS_TABLE, SCHEMA_VERSION
+from vvstore.wire import Page, PullRequest
 from vvstore.writes import (
     ApplyResult,
     Group,

@@ -25,10 +25,10 @@ from typing import Any, Protocol
 
 from vvstore.actor import node_of
 from vvstore.clock import VersionVector
-from vvstore.codec import Notice, Page, PullRequest
 from vvstore.counter import Entry
 from vvstore.errors import MalformedPayload, RoundAbandoned, VVStoreError
 from vvstore.idempotency import Dot, Record
+from vvstore.wire import Notice, Page, PullRequest
 
 __all__ = [
     "Applied",

@@ -28,10 +28,11 @@ from typing import Any
 
 from vvstore.actor import make_actor_id
 from vvstore.clock import VersionVector
-from vvstore.codec import MAX_FLOORS_BYTES, Outcome, Reply, Write, floors_bytes
+from vvstore.codec import Outcome, Reply, Write
 from vvstore.counter import CounterState, Entry
 from vvstore.errors import ConflictingEntry, IdempotencyKeyReused, Overflow
 from vvstore.idempotency import Dot, Record, compensations, fingerprint, key_hash
+from vvstore.wire import MAX_FLOORS_BYTES, floors_bytes
 
 __all__ = [
     "ApplyResult",

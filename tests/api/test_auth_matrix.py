@@ -25,31 +25,24 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from vvstore.api import create_app
-from vvstore.auth import (
-    NODE_HEADER,
-    NONCE_HEADER,
-    RESPONSE_SIGNATURE_HEADER,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    ClusterAuth,
-    TokenAuth,
-)
+from vvstore.auth import TokenAuth
 from vvstore.clock import VersionVector
-from vvstore.codec import (
-    Notice,
-    Page,
-    PullRequest,
-    encode_notice,
-    encode_page,
-    encode_pull_request,
-)
 from vvstore.config import NodeConfig, is_loopback_host
 from vvstore.counter import Entry
 from vvstore.errors import ConfigError, Unauthorized
 from vvstore.node import Node, serve
 from vvstore.peer import HttpPeer
 from vvstore.routes import ROUTES
+from vvstore.signing import (
+    NODE_HEADER,
+    NONCE_HEADER,
+    RESPONSE_SIGNATURE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ClusterAuth,
+)
 from vvstore.sync import pull_once
+from vvstore.wire import Notice, Page, PullRequest, encode_notice, encode_page, encode_pull_request
 
 ApiClient = TestClient[web.Request, web.Application]
 

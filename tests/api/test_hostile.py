@@ -30,18 +30,8 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from vvstore.api import BATCH_BODY_LIMIT, COUNTER_BODY_LIMIT, SYNC_BODY_LIMIT, create_app
-from vvstore.auth import NONCE_HEADER, RESPONSE_SIGNATURE_HEADER, ClusterAuth, TokenAuth
-from vvstore.codec import (
-    FORMAT_VERSION,
-    MAX_FLOORS_BYTES,
-    MAX_KEY_BYTES,
-    MAX_PAGE_BODY_BYTES,
-    MAX_PAGE_ENTRIES,
-    MAX_VECTOR_BYTES,
-    Write,
-    floors_bytes,
-    vector_bytes,
-)
+from vvstore.auth import TokenAuth
+from vvstore.codec import MAX_KEY_BYTES, Write
 from vvstore.config import NodeConfig
 from vvstore.counter import Floor
 from vvstore.errors import (
@@ -56,7 +46,17 @@ from vvstore.errors import (
 from vvstore.idempotency import MAX_IDEMPOTENCY_KEY
 from vvstore.node import Node
 from vvstore.peer import HttpPeer
+from vvstore.signing import NONCE_HEADER, RESPONSE_SIGNATURE_HEADER, ClusterAuth
 from vvstore.sync import PeerLink, pull_once
+from vvstore.wire import (
+    FORMAT_VERSION,
+    MAX_FLOORS_BYTES,
+    MAX_PAGE_BODY_BYTES,
+    MAX_PAGE_ENTRIES,
+    MAX_VECTOR_BYTES,
+    floors_bytes,
+    vector_bytes,
+)
 
 ApiClient = TestClient[web.Request, web.Application]
 

@@ -19,17 +19,10 @@ from hypothesis import strategies as st
 from pytest_aiohttp import AiohttpClient
 
 from vvstore.api import create_app
-from vvstore.codec import (
-    MAX_NUMBER_CHARS,
-    decode_batch,
-    decode_increment,
-    decode_int_param,
-    decode_notice,
-    decode_page,
-    decode_pull_request,
-)
+from vvstore.codec import MAX_NUMBER_CHARS, decode_batch, decode_increment, decode_int_param
 from vvstore.errors import CodecError, InvalidRequest, Overflow, RequestError
 from vvstore.node import Node
+from vvstore.wire import decode_notice, decode_page, decode_pull_request
 
 ApiClient = TestClient[web.Request, web.Application]
 

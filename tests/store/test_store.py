@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from vvstore.clock import VersionVector
-from vvstore.codec import PullRequest, Reply, Write, reply_body
+from vvstore.codec import Reply, Write, reply_body
 from vvstore.config import NodeConfig
 from vvstore.counter import INT64_MAX, CounterState, Entry, Floor
 from vvstore.errors import (
@@ -32,6 +32,7 @@ from vvstore.errors import (
 from vvstore.harness.testing import write_schema_2
 from vvstore.schema import SCHEMA_VERSION
 from vvstore.store import DB_FILE, Store
+from vvstore.wire import PullRequest
 
 MakeConfig = Callable[..., NodeConfig]
 

@@ -23,18 +23,7 @@ from pytest_aiohttp import AiohttpServer
 
 from vvstore.api import create_app
 from vvstore.clock import VersionVector
-from vvstore.codec import (
-    MAX_FLOORS_BYTES,
-    MAX_KEY_BYTES,
-    MAX_PAGE_BODY_BYTES,
-    MAX_PAGE_BYTES,
-    Page,
-    PullRequest,
-    Write,
-    decode_page,
-    encode_page,
-    floors_bytes,
-)
+from vvstore.codec import MAX_KEY_BYTES, Write
 from vvstore.config import NodeConfig
 from vvstore.counter import INT64_MAX, INT64_MIN, Entry, Floor
 from vvstore.errors import Overflow
@@ -43,6 +32,16 @@ from vvstore.node import Node
 from vvstore.paging import PageBuilder
 from vvstore.peer import HttpPeer
 from vvstore.sync import pull_once
+from vvstore.wire import (
+    MAX_FLOORS_BYTES,
+    MAX_PAGE_BODY_BYTES,
+    MAX_PAGE_BYTES,
+    Page,
+    PullRequest,
+    decode_page,
+    encode_page,
+    floors_bytes,
+)
 
 MakeConfig = Callable[..., NodeConfig]
 

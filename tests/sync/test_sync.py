@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from vvstore.clock import VersionVector
-from vvstore.codec import Notice, Page, PullRequest
 from vvstore.config import NodeConfig
 from vvstore.errors import MalformedPayload, RoundAbandoned, VVStoreError
 from vvstore.harness.testing import Network, open_memory_node
 from vvstore.node import Node
 from vvstore.sync import PullRound, pull_once
+from vvstore.wire import Notice, Page, PullRequest
 
 NAMES = ("A", "B", "C")
 Cluster = tuple[Network, dict[str, Node]]

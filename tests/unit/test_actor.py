@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vvstore import codec
 from vvstore.actor import ACTOR_ID_RE, actor_prefix, is_actor_of, make_actor_id, node_of
 from vvstore.config import NODE_ID_RE
 
@@ -46,8 +45,3 @@ def test_what_is_not_an_actor_id(text: str) -> None:
 def test_node_of_is_not_a_validator() -> None:
     assert node_of("?") == "?"
     assert node_of("A~x~y") == "A"
-
-
-def test_the_codec_re_exports_the_same_objects() -> None:
-    assert codec.ACTOR_ID_RE is ACTOR_ID_RE
-    assert codec.make_actor_id is make_actor_id

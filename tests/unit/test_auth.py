@@ -15,13 +15,7 @@ from hypothesis import strategies as st
 from vvstore.auth import (
     AUTHORIZATION_HEADER,
     MIN_SECRET_BYTES,
-    NODE_HEADER,
-    NONCE_HEADER,
-    RESPONSE_SIGNATURE_HEADER,
     ROUTE_CREDENTIALS,
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    ClusterAuth,
     TokenAuth,
     credential_for,
     load_secret,
@@ -29,6 +23,14 @@ from vvstore.auth import (
     read_secret,
 )
 from vvstore.errors import ConfigError, Unauthorized
+from vvstore.signing import (
+    NODE_HEADER,
+    NONCE_HEADER,
+    RESPONSE_SIGNATURE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ClusterAuth,
+)
 
 TOKEN = b"client-token-0123456789abcdef0123456789"
 SECRET = b"cluster-secret-0123456789abcdef0123456789"

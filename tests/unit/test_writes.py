@@ -12,7 +12,6 @@ import pytest
 
 from vvstore.clock import VersionVector
 from vvstore.codec import (
-    MAX_FLOORS_BYTES,
     Outcome,
     Reply,
     Write,
@@ -24,6 +23,7 @@ from vvstore.codec import (
 from vvstore.counter import INT64_MAX, CounterState, Entry, Floor
 from vvstore.errors import ConflictingEntry, IdempotencyKeyReused, Overflow
 from vvstore.idempotency import Record, fingerprint, key_hash
+from vvstore.wire import MAX_FLOORS_BYTES
 from vvstore.writes import (
     Group,
     Identity,

@@ -30,7 +30,7 @@ import shutil
 import signal
 import socket
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -130,6 +130,8 @@ class Cluster:
     :param client_links: route workload clients through the proxy too (:attr:`client_urls`);
         without, clients use the nodes' own addresses.
     :param extra_args: more ``vvstore serve`` flags for every node.
+    :param backoff_cap: None leaves the node's own default.
+    :param preexec_fn: run in each node's process before it executes (CPU pinning).
     """
 
     def __init__(
@@ -142,8 +144,9 @@ class Cluster:
         client_links: bool = True,
         extra_args: Sequence[str] = (),
         sync_interval: float = SYNC_INTERVAL_S,
-        backoff_cap: float = BACKOFF_CAP_S,
+        backoff_cap: float | None = BACKOFF_CAP_S,
         start_timeout: float = START_TIMEOUT_S,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.workdir = workdir
         self.names = tuple(names)
@@ -154,10 +157,11 @@ class Cluster:
         )
         self.wanted_ports = {name: (ports or {}).get(name, 0) for name in self.names}
         self.client_links = client_links
-        self.extra_args = [
-            "--sync-interval", str(sync_interval), "--backoff-cap", str(backoff_cap),
-            *extra_args,
-        ]  # fmt: skip
+        self.extra_args = ["--sync-interval", str(sync_interval)]
+        if backoff_cap is not None:
+            self.extra_args += ["--backoff-cap", str(backoff_cap)]
+        self.extra_args += extra_args
+        self.preexec_fn = preexec_fn
         self.start_timeout = start_timeout
         self.proxy = FaultProxy()
         self.processes: dict[str, ServerProcess] = {}
@@ -198,6 +202,7 @@ class Cluster:
                 peers=peers,
                 durability=self.durability[name],
                 extra_args=self.extra_args,
+                preexec_fn=self.preexec_fn,
             )
             self.client_urls[name] = (
                 f"http://127.0.0.1:{links[(CLIENT, name)]}"

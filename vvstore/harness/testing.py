@@ -21,7 +21,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vvstore.codec import (
+from vvstore.config import NodeConfig
+from vvstore.errors import PeerTimeout, PeerUnreachable
+from vvstore.node import Node
+from vvstore.schema import MIGRATIONS
+from vvstore.wire import (
     Notice,
     Page,
     PullRequest,
@@ -32,10 +36,6 @@ from vvstore.codec import (
     encode_page,
     encode_pull_request,
 )
-from vvstore.config import NodeConfig
-from vvstore.errors import PeerTimeout, PeerUnreachable
-from vvstore.node import Node
-from vvstore.schema import MIGRATIONS
 
 __all__ = ["MemoryPeer", "Network", "crash", "open_memory_node", "write_schema_2"]
 

@@ -1,0 +1,426 @@
+"""The sync protocol's payloads: pull requests, pages and notices, their limits and validation.
+
+Everything nodes send each other carries ``"v": FORMAT_VERSION``; a node refuses a version it
+does not know. Every decoder validates the whole payload (types, ranges, sizes, id formats,
+order) before returning, so a hostile or broken peer can waste one call, never corrupt a
+store; decoders raise :class:`UnsupportedVersion` or :class:`MalformedPayload`.
+
+The limits are in encoded bytes (compact JSON in UTF-8, exactly what goes on the wire), each
+defined once here: the sending side measures what it builds with this module's own encoders
+(:mod:`vvstore.paging`), the receiving side's decoders refuse beyond the same constants.
+
+Pure core: standard library and other core modules only (client-facing shapes, the strict JSON
+reader and the key rules are :mod:`vvstore.codec`'s); no I/O.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from vvstore.actor import ACTOR_ID_RE
+from vvstore.clock import MAX_COUNTER, VersionVector
+from vvstore.codec import is_int, read_body, validate_key
+from vvstore.config import NODE_ID_RE
+from vvstore.counter import INT64_MAX, INT64_MIN, Entry, Floor
+from vvstore.errors import ClockError, InvalidRequest, MalformedPayload, UnsupportedVersion
+from vvstore.idempotency import Record
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_FLOORS_BYTES",
+    "MAX_PAGE_BODY_BYTES",
+    "MAX_PAGE_BYTES",
+    "MAX_PAGE_ENTRIES",
+    "MAX_SYNC_REQUEST_BYTES",
+    "MAX_VECTOR_BYTES",
+    "Cursor",
+    "Notice",
+    "Page",
+    "PullRequest",
+    "decode_notice",
+    "decode_page",
+    "decode_pull_request",
+    "encode_entry",
+    "encode_notice",
+    "encode_page",
+    "encode_pull_request",
+    "encode_record",
+    "entry_size",
+    "floors_bytes",
+    "mark_size",
+    "record_size",
+    "vector_bytes",
+]
+
+#: Version of the sync payloads. Append-only: a node refuses a version it does not know.
+FORMAT_VERSION = 1
+
+# Sync limits, in encoded bytes (UTF-8, as the JSON goes on the wire), each the one definition
+# that senders keep within and receivers enforce. They stop a hostile or broken peer; no state
+# a cluster reaches in use should come near them (see docs/security.md for the arithmetic).
+#
+#: A version vector's JSON object (a page's or notice's vector; a pull's vector or snapshot).
+#: An actor costs at most 80 bytes (a 57-character id, a 19-digit seq, quotes, colon, comma),
+#: so this holds 6,553 actors of the longest ids, and 5,000 with room to spare.
+MAX_VECTOR_BYTES = 512 * 1024
+#: One entry's floors object: a floor costs at most 103 bytes (id, seq, a 20-character total),
+#: so this holds 7,635 floors of the longest ids. A reset that would need more is refused.
+MAX_FLOORS_BYTES = 768 * 1024
+#: The items of one page (entries, records, marks, with their separating commas): the most a
+#: node's page_bytes may be, and more than the largest legal entry (a 256-byte key, escaped,
+#: and floors at their limit), so every entry fits some page.
+MAX_PAGE_BYTES = 1 << 20
+#: Room for what is neither items nor vector: field names, node and actor ids, the cursor.
+_ENVELOPE_BYTES = 64 * 1024
+#: The most bytes a receiver reads of one page: its items, its vector, its envelope.
+MAX_PAGE_BODY_BYTES = MAX_PAGE_BYTES + MAX_VECTOR_BYTES + _ENVELOPE_BYTES
+#: The most bytes a node reads of a sync request (a pull carries two vectors, a notice one).
+MAX_SYNC_REQUEST_BYTES = 2 * MAX_VECTOR_BYTES + _ENVELOPE_BYTES
+#: The most items of each kind in one page (what a node sends may be less).
+MAX_PAGE_ENTRIES = 5000
+
+#: A dot ``(actor id, seq)`` as a page cursor: the last item a page holds.
+Cursor = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    """Ask a node for every entry with ``(actor, seq) > cursor`` and ``seq > vector[actor]``.
+
+    ``snapshot`` is the responder's vector from the round's first page, echoed on later pages.
+    """
+
+    vector: VersionVector
+    cursor: Cursor | None = None
+    snapshot: VersionVector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a pull: the responder's identity and committed vector, and its items.
+
+    Items are entries, records of idempotency-key applications, and compensation marks
+    ``(dot of the compensating write, dot of the record it marked)``; each stream is in
+    ``(actor, seq)`` order of the dot it travels under.
+    """
+
+    node: str
+    actor: str
+    vector: VersionVector
+    entries: tuple[tuple[str, Entry], ...]
+    next: Cursor | None
+    records: tuple[Record, ...] = ()
+    marks: tuple[tuple[Cursor, Cursor], ...] = ()
+
+    @property
+    def last(self) -> bool:
+        return self.next is None
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A debounced write notice: the sender's node-level vector, nothing else."""
+
+    node: str
+    actor: str
+    vector: VersionVector
+
+
+def _check_version(obj: object) -> Mapping[str, Any]:
+    if not isinstance(obj, dict):
+        raise MalformedPayload("payload must be a JSON object")
+    version = obj.get("v")
+    if not is_int(version):
+        raise MalformedPayload("payload must carry an integer format version 'v'")
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersion(
+            f"format version {version} is not supported (this node speaks {FORMAT_VERSION})"
+        )
+    return obj
+
+
+def _peer_json(body: bytes, limit: int) -> Mapping[str, Any]:
+    if len(body) > limit:
+        raise MalformedPayload(f"payload of {len(body)} bytes is over the {limit} byte limit")
+    try:
+        obj = read_body(body)
+    except ValueError as exc:
+        raise MalformedPayload(f"payload is not valid JSON: {exc}") from None
+    return _check_version(obj)
+
+
+def _exact_fields(obj: Mapping[str, Any], required: set[str]) -> None:
+    missing = sorted(required - set(obj))
+    unknown = sorted(set(obj) - required - {"v"})
+    if missing or unknown:
+        raise MalformedPayload(f"payload fields: missing {missing}, unknown {unknown}")
+
+
+def _actor(value: object, what: str) -> str:
+    if not isinstance(value, str) or not ACTOR_ID_RE.fullmatch(value):
+        raise MalformedPayload(f"{what} must be an actor id '<node id>~<16 hex>', got {value!r}")
+    return value
+
+
+def _seq(value: object, what: str, *, low: int = 1) -> int:
+    if not is_int(value) or not low <= value <= MAX_COUNTER:  # type: ignore[operator]
+        raise MalformedPayload(f"{what} must be an int in [{low}, 2**63-1], got {value!r}")
+    assert isinstance(value, int)
+    return value
+
+
+def _total(value: object, what: str) -> int:
+    if not is_int(value) or not INT64_MIN <= value <= INT64_MAX:  # type: ignore[operator]
+        raise MalformedPayload(f"{what} must be a 64-bit signed int, got {value!r}")
+    assert isinstance(value, int)
+    return value
+
+
+def _wire_bytes(obj: Any) -> int:
+    """Bytes of ``obj`` encoded as the sync payloads encode it (compact, UTF-8)."""
+    return len(json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def vector_bytes(vector: Mapping[str, int]) -> int:
+    """Encoded bytes of a vector's JSON object, the measure :data:`MAX_VECTOR_BYTES` bounds."""
+    return _wire_bytes(vector)
+
+
+def floors_bytes(floors: Mapping[str, Floor]) -> int:
+    """Encoded bytes of an entry's floors object, the measure :data:`MAX_FLOORS_BYTES` bounds."""
+    return _wire_bytes(_floors_wire(floors))
+
+
+def _vector(value: object, what: str) -> VersionVector:
+    if not isinstance(value, dict):
+        raise MalformedPayload(f"{what} must be an object of actor id -> seq")
+    for actor in value:
+        _actor(actor, f"{what} id")
+    try:
+        vector = VersionVector.from_dict(value)
+    except ClockError as exc:
+        raise MalformedPayload(f"{what}: {exc}") from None
+    size = vector_bytes(value)
+    if size > MAX_VECTOR_BYTES:
+        raise MalformedPayload(
+            f"{what} takes {size} bytes ({len(value)} actors), more than {MAX_VECTOR_BYTES}"
+        )
+    return vector
+
+
+def _cursor(value: object) -> Cursor | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise MalformedPayload("cursor must be null or [actor id, seq]")
+    return (_actor(value[0], "cursor actor"), _seq(value[1], "cursor seq", low=0))
+
+
+def encode_pull_request(request: PullRequest) -> bytes:
+    body: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "vector": request.vector.to_dict(),
+        "cursor": list(request.cursor) if request.cursor is not None else None,
+        "snapshot": request.snapshot.to_dict() if request.snapshot is not None else None,
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_pull_request(body: bytes) -> PullRequest:
+    obj = _peer_json(body, MAX_SYNC_REQUEST_BYTES)
+    _exact_fields(obj, {"vector", "cursor", "snapshot"})
+    snapshot = obj["snapshot"]
+    return PullRequest(
+        vector=_vector(obj["vector"], "vector"),
+        cursor=_cursor(obj["cursor"]),
+        snapshot=None if snapshot is None else _vector(snapshot, "snapshot"),
+    )
+
+
+def _floors_wire(floors: Mapping[str, Floor]) -> dict[str, list[int]]:
+    return {a: [f.seq, f.total] for a, f in sorted(floors.items())}
+
+
+def encode_entry(key: str, entry: Entry) -> list[Any]:
+    """An entry on the wire: ``[actor, seq, key, total, {actor: [seq, total]}]``."""
+    return [entry.actor, entry.seq, key, entry.total, _floors_wire(entry.floors)]
+
+
+def entry_size(key: str, entry: Entry) -> int:
+    """Bytes ``entry`` adds to a page: its encoding in UTF-8, and a separating comma."""
+    return _wire_bytes(encode_entry(key, entry)) + 1
+
+
+def record_size(record: Record) -> int:
+    """Bytes ``record`` adds to a page: its encoding in UTF-8, and a separating comma."""
+    return _wire_bytes(encode_record(record)) + 1
+
+
+def mark_size(by: Cursor, marked: Cursor) -> int:
+    """Bytes a mark adds to a page: its encoding, and a separating comma."""
+    return _wire_bytes([*by, *marked]) + 1
+
+
+def encode_page(page: Page) -> bytes:
+    body = {
+        "v": FORMAT_VERSION,
+        "node": page.node,
+        "actor": page.actor,
+        "vector": page.vector.to_dict(),
+        "entries": [encode_entry(key, entry) for key, entry in page.entries],
+        "records": [encode_record(record) for record in page.records],
+        "marks": [[*by, *marked] for by, marked in page.marks],
+        "next": list(page.next) if page.next is not None else None,
+    }
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_record(record: Record) -> list[Any]:
+    """A record on the wire: ``[actor, seq, key hash hex, fingerprint hex, key, amount]``."""
+    return [
+        record.actor,
+        record.seq,
+        record.khash.hex(),
+        record.fingerprint.hex(),
+        record.key,
+        record.amount,
+    ]
+
+
+def _hex(value: object, size: int, what: str) -> bytes:
+    if not isinstance(value, str) or len(value) != 2 * size:
+        raise MalformedPayload(f"{what} must be {2 * size} hex digits")
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise MalformedPayload(f"{what} must be {2 * size} hex digits") from None
+
+
+def _record(value: object, i: int) -> Record:
+    where = f"records[{i}]"
+    if not isinstance(value, list) or len(value) != 6:
+        raise MalformedPayload(f"{where} must be [actor, seq, key hash, fingerprint, key, amount]")
+    try:
+        key = validate_key(value[4])
+    except InvalidRequest as exc:
+        raise MalformedPayload(f"{where} key: {exc.message}") from None
+    return Record(
+        actor=_actor(value[0], f"{where} actor"),
+        seq=_seq(value[1], f"{where} seq"),
+        khash=_hex(value[2], 16, f"{where} key hash"),
+        fingerprint=_hex(value[3], 8, f"{where} fingerprint"),
+        key=key,
+        amount=_total(value[5], f"{where} amount"),
+    )
+
+
+def _mark(value: object, i: int) -> tuple[Cursor, Cursor]:
+    where = f"marks[{i}]"
+    if not isinstance(value, list) or len(value) != 4:
+        raise MalformedPayload(f"{where} must be [actor, seq, record actor, record seq]")
+    by = (_actor(value[0], f"{where} actor"), _seq(value[1], f"{where} seq"))
+    marked = (_actor(value[2], f"{where} record actor"), _seq(value[3], f"{where} record seq"))
+    return by, marked
+
+
+def _ordered(name: str, dots: list[Cursor]) -> None:
+    for a, b in itertools.pairwise(dots):
+        if a > b:
+            raise MalformedPayload(f"{name} must be in (actor, seq) order")
+
+
+def _entry(value: object, i: int) -> tuple[str, Entry]:
+    where = f"entries[{i}]"
+    if not isinstance(value, list) or len(value) != 5:
+        raise MalformedPayload(f"{where} must be [actor, seq, key, total, floors]")
+    actor = _actor(value[0], f"{where} actor")
+    seq = _seq(value[1], f"{where} seq")
+    try:
+        key = validate_key(value[2])
+    except InvalidRequest as exc:
+        raise MalformedPayload(f"{where} key: {exc.message}") from None
+    total = _total(value[3], f"{where} total")
+    raw_floors = value[4]
+    if not isinstance(raw_floors, dict):
+        raise MalformedPayload(f"{where} floors must be an object of actor id -> [seq, total]")
+    floors: dict[str, Floor] = {}
+    for floor_actor, pair in raw_floors.items():
+        _actor(floor_actor, f"{where} floor actor")
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise MalformedPayload(f"{where} floor must be [seq, total]")
+        floors[floor_actor] = Floor(
+            _seq(pair[0], f"{where} floor seq"), _total(pair[1], f"{where} floor total")
+        )
+    size = floors_bytes(floors)
+    if size > MAX_FLOORS_BYTES:
+        raise MalformedPayload(
+            f"{where} floors take {size} bytes ({len(floors)} actors), more than {MAX_FLOORS_BYTES}"
+        )
+    own = floors.get(actor)
+    if own is not None and own.seq > seq:
+        raise MalformedPayload(f"{where} carries a floor for its own actor beyond its seq")
+    return key, Entry(actor, seq, total, floors)
+
+
+def decode_page(body: bytes) -> Page:
+    """Validate a whole page before anything of it is applied.
+
+    Entries must be in strictly increasing ``(actor, seq)`` order, as the protocol sends them.
+    """
+    obj = _peer_json(body, MAX_PAGE_BODY_BYTES)
+    _exact_fields(obj, {"node", "actor", "vector", "entries", "records", "marks", "next"})
+    node = obj["node"]
+    if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
+        raise MalformedPayload(f"node must be a node id, got {node!r}")
+    actor = _actor(obj["actor"], "actor")
+    raw_entries = obj["entries"]
+    if not isinstance(raw_entries, list) or len(raw_entries) > MAX_PAGE_ENTRIES:
+        raise MalformedPayload(f"entries must be a list of at most {MAX_PAGE_ENTRIES}")
+    entries = tuple(_entry(e, i) for i, e in enumerate(raw_entries))
+    for (_, a), (_, b) in itertools.pairwise(entries):
+        if (a.actor, a.seq) >= (b.actor, b.seq):
+            raise MalformedPayload("entries must be in strictly increasing (actor, seq) order")
+    raw_records, raw_marks = obj["records"], obj["marks"]
+    for name, raw in (("records", raw_records), ("marks", raw_marks)):
+        if not isinstance(raw, list) or len(raw) > MAX_PAGE_ENTRIES:
+            raise MalformedPayload(f"{name} must be a list of at most {MAX_PAGE_ENTRIES}")
+    records = tuple(_record(r, i) for i, r in enumerate(raw_records))
+    marks = tuple(_mark(m, i) for i, m in enumerate(raw_marks))
+    _ordered("records", [r.dot for r in records])
+    _ordered("marks", [by for by, _ in marks])
+    return Page(
+        node=node,
+        actor=actor,
+        vector=_vector(obj["vector"], "vector"),
+        entries=entries,
+        next=_cursor(obj["next"]),
+        records=records,
+        marks=marks,
+    )
+
+
+def encode_notice(notice: Notice) -> bytes:
+    body = {
+        "v": FORMAT_VERSION,
+        "node": notice.node,
+        "actor": notice.actor,
+        "vector": notice.vector.to_dict(),
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_notice(body: bytes) -> Notice:
+    obj = _peer_json(body, MAX_SYNC_REQUEST_BYTES)
+    _exact_fields(obj, {"node", "actor", "vector"})
+    node = obj["node"]
+    if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
+        raise MalformedPayload(f"node must be a node id, got {node!r}")
+    return Notice(
+        node=node,
+        actor=_actor(obj["actor"], "actor"),
+        vector=_vector(obj["vector"], "vector"),
+    )
