@@ -152,3 +152,24 @@ def test_the_docs_are_linked() -> None:
         readme = README.read_text(encoding="utf-8")
         for target in ("docs/api.md", "docs/cli.md"):
             assert _links_to(readme, target), f"README.md does not link to {target}"
+
+
+# --- docs/operations.md ------------------------------------------------------------------------
+
+
+def test_the_restore_reasons_operations_md_quotes_are_the_codes() -> None:
+    """operations.md tells operators what the log and /status say on a restore: the same words."""
+    text = " ".join(_read(ROOT / "docs" / "operations.md").split())  # lines wrap anywhere
+    source = "\n".join(
+        (ROOT / "vvstore" / name).read_text(encoding="utf-8") for name in ("store.py", "writes.py")
+    )
+    quoted = [
+        "the database file was copied or restored",
+        "another node holds a seq of our actor beyond our counter",
+        "vector is beyond our actor's counter",
+        "not every peer answered",
+        "is in use by another vvstore process",
+    ]
+    for words in quoted:
+        assert words in text, f"operations.md no longer quotes {words!r}"
+        assert words in source, f"the code no longer says {words!r} (operations.md does)"

@@ -253,6 +253,17 @@ class NodeConfig:
         unit="seconds",
         positive=True,
     )
+    # At start, a node that resumed its actor holds local writes until every peer has answered
+    # a round (a restore in place would otherwise reuse dots peers hold), and after this long
+    # begins a fresh actor instead: longer waits out a slow peer, shorter adds actors sooner.
+    identity_confirm_timeout: float = setting(
+        5.0,
+        help="seconds local writes may wait at start for every peer to confirm the node's actor,"
+        " before the node begins a fresh one",
+        group=SYNC,
+        unit="seconds",
+        positive=True,
+    )
     # The backoff on a failing peer doubles from sync_interval up to this.
     backoff_cap: float = setting(
         2.0,

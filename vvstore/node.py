@@ -70,6 +70,7 @@ class Node:
             notice_delay=config.notice_delay,
             rng=rng,
             clock=clock,
+            on_all_heard=store.confirm,
         )
         store.on_local_commit.append(self.sync.local_write)
 
@@ -87,6 +88,10 @@ class Node:
         return cls(config, store, peers, rng=rng or random.Random(), cluster=cluster)
 
     def start(self) -> None:
+        # A resumed actor is confirmed with every peer before local writes use it (the store's
+        # start-up fence); without peers there is nobody to ask.
+        if self.sync.links:
+            self.store.fence(self.config.identity_confirm_timeout)
         self.sync.start()
         self._purger = asyncio.create_task(self._purge_loop(), name="vvstore-purge")
 
@@ -155,6 +160,10 @@ class Node:
             # Which process answers: a launcher checks it is talking to the node it started.
             "pid": os.getpid(),
             "actor": self.store.actor,
+            "incarnation": {
+                "reason": self.store.incarnation_reason,
+                "writes_fenced": self.store.fenced,
+            },
             "version": (await self.store.vector()).to_dict(),
             "peers": [link.to_dict() for link in self.sync.links],
             "clock_skew": dict(self.cluster.skews) if self.cluster is not None else {},

@@ -162,6 +162,13 @@ class _RaiseVector(_Op):
 
 
 @dataclass(slots=True)
+class _Switch(_Op):
+    """Begin a new incarnation now (the start-up fence gave up on confirming the old one)."""
+
+    reason: str
+
+
+@dataclass(slots=True)
 class _Purge(_Op):
     peer_vectors: Sequence[VersionVector]
     now: float
@@ -241,6 +248,15 @@ class Store:
         self.unsafe_evictions = 0
         #: Called after every commit that holds a local write (the sync loop's notices).
         self.on_local_commit: list[Callable[[], None]] = []
+        # The start-up fence (see fence()): local writes wait on _writable until the actor this
+        # start resumed is confirmed by every peer, or replaced by a fresh one.
+        self._resumed = False
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._confirmed = asyncio.Event()
+        self._fence_task: asyncio.Task[None] | None = None
+        #: Why the current actor began (None: it was resumed as it was), for /status.
+        self.incarnation_reason: str | None = None
 
     @property
     def actor(self) -> str:
@@ -369,6 +385,8 @@ class Store:
         if reason is not None:
             self._left_behind(new_incarnation(identity, _actor_token(), reason))
             updates.update(identity.meta())
+        else:
+            self._resumed = True
         await db.execute("BEGIN IMMEDIATE")
         await db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", updates.items())
         await db.executemany(
@@ -383,6 +401,7 @@ class Store:
 
     def _left_behind(self, switch: Switch) -> None:
         """Carry a new incarnation into every group until one commits, and say so."""
+        self.incarnation_reason = switch.reason
         if switch.left and switch.seq:
             self._pending_vector[switch.left] = switch.seq
         if switch.left:
@@ -395,9 +414,52 @@ class Store:
             )
         self._pending_meta.update(self._identity.meta())
 
+    def fence(self, timeout: float) -> bool:
+        """Hold local writes until the actor this start resumed is confirmed; True if fenced.
+
+        A database restored in place (a backup copied over the same file, a snapshot rolled
+        back while the node was stopped) looks to this node exactly like one it left itself,
+        but peers may hold dots of its actor beyond the counter it resumed at: a write issued
+        now would reuse one. So, when the actor was resumed (not new at this start), local
+        writes wait until :meth:`confirm` says every peer has been heard from (a peer holding
+        more of our actor has by then switched us to a new one, see vvstore.writes), or, after
+        ``timeout`` seconds, the node gives up on confirming and begins a fresh actor: safe
+        whatever the peers hold, at the cost of one more actor. Without peers there is nobody
+        to ask, and nothing is fenced (the caller does not call this).
+        """
+        if not self._resumed or self._fence_task is not None:
+            return False
+        self._writable.clear()
+        self._fence_task = asyncio.create_task(self._await_confirmation(timeout))
+        return True
+
+    def confirm(self) -> None:
+        """Every peer has been heard from since this start (and its vector applied)."""
+        self._confirmed.set()
+
+    @property
+    def fenced(self) -> bool:
+        """Whether local writes are waiting for the start-up fence."""
+        return not self._writable.is_set()
+
+    async def _await_confirmation(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._confirmed.wait(), timeout)
+        except TimeoutError:
+            reason = (
+                f"not every peer answered within {timeout:g} s of start: the actor this start"
+                " resumed may have dots a peer holds (a restore in place), so it is not reused"
+            )
+            try:
+                await self._submit(_Switch(self._future(), reason))
+            except Unavailable:
+                return  # closing, or the queue is full: writes stay fenced (refused on close)
+        self._writable.set()
+
     async def close(self) -> None:
         """Drain queued writes (bounded by the shutdown timeout), then close cleanly."""
         self._closing = True
+        await self._stop_fence()
         if self._writer is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._queue.join(), self.config.shutdown_timeout)
@@ -414,8 +476,16 @@ class Store:
         Queued writes fail with :class:`Unavailable`; committed ones are on disk already.
         """
         self._closing = True
+        await self._stop_fence()
         await self._stop_writer()
         await self._release()
+
+    async def _stop_fence(self) -> None:
+        if self._fence_task is not None:
+            self._fence_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._fence_task
+        self._writable.set()  # writes still waiting go on to be refused: the store is closing
 
     async def _stop_writer(self) -> None:
         if self._writer is not None:
@@ -468,6 +538,8 @@ class Store:
         :raises IdempotencyKeyReused: a key comes back with another counter key or amount.
         :raises Unavailable: the commit failed or the queue is full (indefinite).
         """
+        if not self._writable.is_set():
+            await self._writable.wait()
         outcomes: list[Outcome] = await self._submit(_Write(self._future(), writes))
         return outcomes
 
@@ -837,6 +909,10 @@ class Store:
             return prepare_apply(group, self._identity, op.entries, op.records, op.marks)
         if isinstance(op, _RaiseVector):
             return prepare_raise(group, self._identity, op.vector, self._vector)
+        if isinstance(op, _Switch):
+            if group.token is not None:  # else this group switched already: the actor is new
+                group.switch(self._identity, op.reason)
+            return None
         raise TypeError(f"unknown write operation {op!r}")
 
     # --- reads ---------------------------------------------------------------------------

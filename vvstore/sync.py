@@ -241,6 +241,7 @@ class SyncLoop:
         notice_delay: float,
         rng: random.Random,
         clock: Callable[[], float],
+        on_all_heard: Callable[[], None] | None = None,
     ) -> None:
         self.replica = replica
         self.links = [PeerLink(peer) for peer in peers]
@@ -256,9 +257,13 @@ class SyncLoop:
         self._round_lock = asyncio.Lock()
         self._notice_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Called once, after a complete round with every peer since start (and its vector
+        # applied): what the store's start-up fence waits for.
+        self._on_all_heard = on_all_heard
 
     def start(self) -> None:
         for link in self.links:
+            link.wake.set()  # a first round at once: it is what confirms our actor
             self._tasks.append(asyncio.create_task(self._run_link(link)))
         if self.links:
             self._tasks.append(asyncio.create_task(self._run_notices()))
@@ -327,6 +332,9 @@ class SyncLoop:
         link.rounds += 1
         link.pulled_pages += result.pages
         link.pulled_entries += result.entries
+        if self._on_all_heard is not None and all(other.rounds for other in self.links):
+            self._on_all_heard()
+            self._on_all_heard = None
         return result
 
     async def _failed(self, link: PeerLink, exc: BaseException) -> None:

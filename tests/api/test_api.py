@@ -175,6 +175,7 @@ async def test_status_shape(client: ApiClient, node: Node) -> None:
         "node",
         "pid",
         "actor",
+        "incarnation",
         "version",
         "peers",
         "clock_skew",

@@ -48,6 +48,7 @@ __all__ = [
     "PortsBusy",
     "durabilities",
     "reserved_ports",
+    "restore_in_place",
 ]
 
 #: The proxy's name for every workload client.
@@ -386,6 +387,21 @@ class Cluster:
     async def integrity(self, name: str) -> str:
         """``PRAGMA integrity_check`` of the node's database (the node must be stopped)."""
         return await asyncio.to_thread(_integrity_check, self.data_dir(name) / DB_FILE)
+
+
+def restore_in_place(copy: Path, db: Path) -> None:
+    """Copy the database ``copy`` over ``db`` keeping ``db``'s inode, as ``cp`` over an existing
+    file or ``rsync --inplace`` do, and drop ``db``'s WAL files (they belong to what it held).
+
+    The node that owns ``db`` must be stopped. From its files alone it cannot tell the
+    difference: this is the restore a node has to detect through its peers.
+    """
+    data = copy.read_bytes()
+    with open(db, "r+b") as f:
+        f.truncate(0)
+        f.write(data)
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
 
 
 def _backup(source: Path, destination: Path) -> None:
