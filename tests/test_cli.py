@@ -405,3 +405,25 @@ def test_loop_factory_names_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
     with pytest.raises(ConfigError, match=r"pip install 'vvstore\[speed\]'"):
         loop_factory("uvloop")
+
+
+def test_a_url_without_a_scheme_means_http(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    assert main(["get", "k", "--url", f"127.0.0.1:{port}"]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    # Refused as a closed port over http, not as a URL the client cannot parse.
+    assert f"http://127.0.0.1:{port}" in line, line
+
+
+@pytest.mark.parametrize("make", ["a file", "a file's child"])
+def test_an_unusable_data_directory_is_named_with_its_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: str
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    data_dir = blocker if make == "a file" else blocker / "child"
+    argv = ["serve", "--node-id", "n1", "--data-dir", str(data_dir), "--port", "0"]
+    assert main(argv) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert f"cannot use data directory {str(data_dir)!r}" in line, line
+    assert "listen" not in line

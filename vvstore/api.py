@@ -192,6 +192,11 @@ async def _errors(
     except VVStoreError as exc:
         return error_response(exc)
     except web.HTTPNotFound:
+        if request.path == COUNTERS_PREFIX:
+            # /counters/{key} with nothing after the slash: say what is wrong, not "no route".
+            return error_response(
+                InvalidRequest("the counter key is empty: a key is 1 to 256 bytes of UTF-8")
+            )
         return error_response(NotFound(f"no route for {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as exc:
         response = error_response(

@@ -1,4 +1,4 @@
-"""Credentials for the HTTP API: a bearer token for clients, an HMAC for node-to-node sync.
+"""Which credential each route needs, and the bearer token that client routes take.
 
 Two secrets, two audiences:
 

@@ -30,8 +30,18 @@ __all__ = ["main"]
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
+def _url(value: str) -> str:
+    """A node URL; without a scheme (``127.0.0.1:8080``) it means ``http://``."""
+    return value if "://" in value else "http://" + value
+
+
 def _client_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", default=DEFAULT_URL, help=f"node URL (default {DEFAULT_URL})")
+    parser.add_argument(
+        "--url",
+        type=_url,
+        default=DEFAULT_URL,
+        help=f"node URL; http:// when it has no scheme (default {DEFAULT_URL})",
+    )
     parser.add_argument(
         "--token-file", metavar="PATH", help="bearer token for the node (or set VVSTORE_TOKEN)"
     )

@@ -28,6 +28,7 @@ have been applied, and only a retry with the same idempotency key is safe.
     │   ├── Unavailable            503 commit failed, disk full, queue full (indefinite)
     │   ├── SchemaTooNew           the database was written by a newer vvstore
     │   ├── DataDirLocked          another process serves this data directory
+    │   ├── DataDirUnusable        the data directory cannot be created, opened or written
     │   └── NodeIdMismatch         the data directory belongs to another node id
     ├── PeerError                  a call to another node failed (indefinite)
     │   ├── PeerUnreachable        connection refused or reset
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "ConflictingEntry",
     "DataDirLocked",
+    "DataDirUnusable",
     "IdempotencyKeyReused",
     "InvalidRequest",
     "MalformedPayload",
@@ -209,6 +211,14 @@ class DataDirLocked(StoreError):
     """Another process holds the exclusive lock on this data directory."""
 
     code = "data_dir_locked"
+
+
+class DataDirUnusable(StoreError):
+    """The data directory or its database cannot be created or opened (permissions, a file
+    where a directory should be, a full or read-only disk): the message names the path and the
+    operating system's reason."""
+
+    code = "data_dir_unusable"
 
 
 class NodeIdMismatch(StoreError):

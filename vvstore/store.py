@@ -51,6 +51,7 @@ from vvstore.config import NodeConfig
 from vvstore.counter import CounterState, Entry, Floor
 from vvstore.errors import (
     DataDirLocked,
+    DataDirUnusable,
     NodeIdMismatch,
     RequestError,
     SchemaTooNew,
@@ -288,8 +289,13 @@ class Store:
 
     async def _open(self) -> None:
         data_dir = Path(self.config.data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise DataDirUnusable(
+                f"cannot use data directory {str(data_dir)!r}: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -297,8 +303,11 @@ class Store:
                 f"data directory {str(data_dir)!r} is in use by another vvstore process"
             ) from None
         path = data_dir / DB_FILE
-        self._db = await aiosqlite.connect(path, isolation_level=None)
-        await self._pragmas(self._db)
+        try:
+            self._db = await aiosqlite.connect(path, isolation_level=None)
+            await self._pragmas(self._db)
+        except sqlite3.Error as exc:
+            raise DataDirUnusable(f"cannot open the database {str(path)!r}: {exc}") from None
         await self._migrate(self._db)
         self._reader = await aiosqlite.connect(path, isolation_level=None)
         await self._pragmas(self._reader)

@@ -327,7 +327,12 @@ class SyncLoop:
         if result.responder_actor is not None:
             link.node = node_of(result.responder_actor)
         if result.snapshot is not None:
-            link.behind = behind(result.before, result.snapshot)
+            # What the peer had (its S) that we still lack now the round is done: 0 once
+            # caught up with it, whatever the round fetched.
+            try:
+                link.behind = behind(await self.replica.vector(), result.snapshot)
+            except VVStoreError:  # the store is closing: the figure no longer matters
+                link.behind = behind(result.before, result.snapshot)
             link.vector = result.snapshot
         link.rounds += 1
         link.pulled_pages += result.pages

@@ -163,6 +163,14 @@ async def primed(client: ApiClient) -> ApiClient:
 # --- health and status -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+async def test_an_empty_key_is_named_as_such(client: ApiClient, method: str) -> None:
+    status, body = await call(client, method, "/counters/")
+    assert status == 400, body
+    assert body["error"]["code"] == "invalid_request"
+    assert "the counter key is empty" in body["error"]["message"]
+
+
 async def test_health(client: ApiClient, node: Node) -> None:
     assert await call(client, "GET", "/health") == (200, {"status": "ok", "node": node.node_id})
 
@@ -671,7 +679,6 @@ async def test_chunked_body_over_the_limit_is_413(primed: ApiClient) -> None:
     [
         ("GET", "/nope"),
         ("GET", "/counter/k"),
-        ("POST", "/counters/"),
         ("GET", "/"),
         ("GET", "/health/x"),
         ("POST", "/batch/x"),

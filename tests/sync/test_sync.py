@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from vvstore.clock import VersionVector
+from vvstore.codec import Write
 from vvstore.config import NodeConfig
 from vvstore.errors import MalformedPayload, RoundAbandoned, VVStoreError
 from vvstore.harness.testing import Network, open_memory_node
@@ -222,6 +223,16 @@ async def test_lost_replies_and_replayed_pages_change_nothing(cluster: Any) -> N
     assert link(nodes, "B", "A").failures == 0
     for i in range(5):
         assert (await nodes["B"].read(f"k{i}")).value() == i + 1
+
+
+async def test_status_says_behind_0_once_a_round_has_caught_up(cluster: Any) -> None:
+    """Issue 13: /status said ``behind 1`` after convergence (the count from the round's start)."""
+    _, nodes = await cluster(("A", "B"))
+    await nodes["B"].write([Write("k", 1)])
+    result = await nodes["A"].sync.round(link(nodes, "A", "B"))
+    assert result is not None and result.entries == 1
+    assert link(nodes, "A", "B").behind == 0
+    assert (await nodes["A"].status())["peers"][0]["behind"] == 0
 
 
 async def test_a_notice_wakes_a_pull_only_when_the_sender_has_news(cluster: Any) -> None:
