@@ -32,7 +32,7 @@ PACKAGE = "vvstore"
 #: The pure core.
 CORE = frozenset(
     {"clock", "counter", "codec", "wire", "errors", "config", "idempotency", "auth", "paging"}
-    | {"actor", "routes", "writes", "schema", "signing"}
+    | {"actor", "routes", "writes", "schema", "signing", "retirement"}
     | {"harness.checker"}
 )
 #: The harness subpackage, and the one product module allowed to load from it (lazily).

@@ -51,6 +51,7 @@ from vvstore.errors import (
     VVStoreError,
 )
 from vvstore.idempotency import normalize_idempotency_key
+from vvstore.retirement import Retirements
 from vvstore.routes import ROUTES
 from vvstore.signing import NONCE_HEADER, ClusterAuth
 from vvstore.wire import (
@@ -58,9 +59,13 @@ from vvstore.wire import (
     Notice,
     Page,
     PullRequest,
+    RetiredPage,
+    RetiredRequest,
     decode_notice,
     decode_pull_request,
+    decode_retired_request,
     encode_page,
+    encode_retired_page,
 )
 
 __all__ = [
@@ -98,9 +103,14 @@ class NodeService(Protocol):
 
     async def status(self) -> dict[str, Any]: ...
 
+    @property
+    def retirements(self) -> Retirements: ...
+
     async def serve_pull(self, request: PullRequest) -> Page: ...
 
     async def receive_notice(self, notice: Notice) -> VersionVector: ...
+
+    async def serve_retired(self, request: RetiredRequest) -> RetiredPage: ...
 
 
 SERVICE = web.AppKey("service", NodeService)
@@ -324,16 +334,26 @@ async def post_batch(request: web.Request) -> web.Response:
 
 async def sync_pull(request: web.Request) -> web.Response:
     service = _service(request)
-    pull = decode_pull_request(await _body(request, SYNC_BODY_LIMIT))
+    pull = decode_pull_request(await _body(request, SYNC_BODY_LIMIT), service.retirements)
     page = await service.serve_pull(pull)
     return web.Response(body=encode_page(page), content_type="application/json")
 
 
 async def sync_notice(request: web.Request) -> web.Response:
     service = _service(request)
-    notice = decode_notice(await _body(request, SYNC_BODY_LIMIT))
+    notice = decode_notice(await _body(request, SYNC_BODY_LIMIT), service.retirements)
     vector = await service.receive_notice(notice)
+    if notice.version >= 2:  # the sender reads nothing of the reply: keep it O(1)
+        return _json({"node": service.node_id})
     return _json({"node": service.node_id, "vector": vector.to_dict()})
+
+
+async def sync_retired(request: web.Request) -> web.Response:
+    service = _service(request)
+    page = await service.serve_retired(
+        decode_retired_request(await _body(request, SYNC_BODY_LIMIT))
+    )
+    return web.Response(body=encode_retired_page(page), content_type="application/json")
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -357,6 +377,7 @@ _HANDLERS: dict[str, _Handler] = {
         post_batch,
         sync_pull,
         sync_notice,
+        sync_retired,
     )
 }
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")

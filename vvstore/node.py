@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import os
@@ -30,10 +31,11 @@ from vvstore.config import NodeConfig, is_loopback_host
 from vvstore.counter import CounterState
 from vvstore.errors import VVStoreError
 from vvstore.peer import HttpPeer
+from vvstore.retirement import Retirements
 from vvstore.signing import ClusterAuth
 from vvstore.store import PurgeResult, Store
 from vvstore.sync import Peer, SyncLoop
-from vvstore.wire import Notice, Page, PullRequest
+from vvstore.wire import Notice, Page, PullRequest, RetiredPage, RetiredRequest
 
 __all__ = ["Node", "node_app", "serve"]
 
@@ -155,6 +157,7 @@ class Node:
         return await self.store.list_counters(prefix=prefix, after=after, limit=limit)
 
     async def status(self) -> dict[str, Any]:
+        vector, retired = await self.store.vector(), self.store.retirements
         return {
             "node": self.node_id,
             # Which process answers: a launcher checks it is talking to the node it started.
@@ -164,14 +167,45 @@ class Node:
                 "reason": self.store.incarnation_reason,
                 "writes_fenced": self.store.fenced,
             },
-            "version": (await self.store.vector()).to_dict(),
+            "version": vector.to_dict(),
+            "actors": {
+                "live": sum(1 for actor in vector if actor not in retired),
+                "retired": len(retired),
+                "retired_digest": retired.digest,
+            },
             "peers": [link.to_dict() for link in self.sync.links],
             "clock_skew": dict(self.cluster.skews) if self.cluster is not None else {},
             **await self.store.idempotency_status(self._clock()),
         }
 
+    @property
+    def retirements(self) -> Retirements:
+        return self.store.retirements
+
     async def serve_pull(self, request: PullRequest) -> Page:
-        return await self.store.page(request)
+        """A page for ``request``, in its version and compact against its map.
+
+        A request compact against a map we do not hold gets a page that ``differs``: the
+        requester fetches our map (:meth:`serve_retired`) and asks again.
+        """
+        if request.differs:
+            return Page(
+                self.node_id,
+                self.store.actor,
+                VersionVector(),
+                (),
+                None,
+                version=request.version,
+                differs=self.store.retirements.digest,
+            )
+        page = await self.store.page(request)
+        return dataclasses.replace(page, version=request.version, retired=request.retired)
+
+    async def serve_retired(self, request: RetiredRequest) -> RetiredPage:
+        items, after = self.store.retired_after(request.after)
+        return RetiredPage(
+            self.node_id, self.store.actor, self.store.retirements.digest, tuple(items), after
+        )
 
     async def receive_notice(self, notice: Notice) -> VersionVector:
         ours = await self.store.vector()

@@ -18,16 +18,26 @@ import time
 
 import aiohttp
 
-from vvstore.errors import CodecError, MalformedPayload, PeerTimeout, PeerUnreachable
+from vvstore.errors import (
+    CodecError,
+    MalformedPayload,
+    PeerTimeout,
+    PeerUnreachable,
+    UnsupportedVersion,
+)
 from vvstore.signing import NONCE_HEADER, ClusterAuth
 from vvstore.wire import (
     MAX_PAGE_BODY_BYTES,
     Notice,
     Page,
     PullRequest,
+    RetiredPage,
+    RetiredRequest,
     decode_page,
+    decode_retired_page,
     encode_notice,
     encode_pull_request,
+    encode_retired_request,
 )
 
 __all__ = ["HttpPeer"]
@@ -106,6 +116,8 @@ class HttpPeer:
                         expected_node=self.node_id,
                     )
                 if response.status != 200:
+                    if _error_code(data) == UnsupportedVersion.code:
+                        raise UnsupportedVersion(f"{self.url}{path}: {_error_message(data)}")
                     raise MalformedPayload(
                         f"{self.url}{path} answered {response.status}: {data[:200]!r}"
                     )
@@ -119,10 +131,35 @@ class HttpPeer:
     async def pull(self, request: PullRequest) -> Page:
         data = await self._post("/sync/pull", encode_pull_request(request))
         try:
-            return decode_page(data)
+            return decode_page(data, request.retired)
         except CodecError as exc:
             log.warning("invalid_response from %s: %s", self.url, exc)
             raise
 
     async def notify(self, notice: Notice) -> None:
         await self._post("/sync/notice", encode_notice(notice))
+
+    async def retired(self, request: RetiredRequest) -> RetiredPage:
+        data = await self._post("/sync/retired", encode_retired_request(request))
+        try:
+            return decode_retired_page(data)
+        except CodecError as exc:
+            log.warning("invalid_response from %s: %s", self.url, exc)
+            raise
+
+
+def _error(data: bytes | bytearray) -> dict[str, object]:
+    """The ``error`` object of a JSON error reply, or {} if it is not one."""
+    try:
+        error = json.loads(data)["error"]
+    except (ValueError, KeyError, TypeError):
+        return {}
+    return error if isinstance(error, dict) else {}
+
+
+def _error_code(data: bytes | bytearray) -> object:
+    return _error(data).get("code")
+
+
+def _error_message(data: bytes | bytearray) -> str:
+    return str(_error(data).get("message", ""))[:200]

@@ -55,6 +55,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/batch", "token", "post_batch"),
     Route("POST", "/sync/pull", "cluster", "sync_pull"),
     Route("POST", "/sync/notice", "cluster", "sync_notice"),
+    Route("POST", "/sync/retired", "cluster", "sync_retired"),
 )
 
 _BY_METHOD_AND_PATH: Final[Mapping[tuple[str, str], Route]] = MappingProxyType(

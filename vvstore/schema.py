@@ -115,5 +115,19 @@ MIGRATIONS.append(
         ),
     )
 )
+MIGRATIONS.append(
+    (
+        4,
+        "retired actors with their final seq",
+        (
+            # An actor that will issue no more dots, and the highest seq of it any member holds
+            # (vvstore.retirement). Grow-only: a row is inserted, or its final raised.
+            """CREATE TABLE retired (
+                actor TEXT PRIMARY KEY,
+                final INTEGER NOT NULL CHECK (final >= 1)
+            ) STRICT, WITHOUT ROWID""",
+        ),
+    )
+)
 #: The version a database has once every migration has run.
 SCHEMA_VERSION = MIGRATIONS[-1][0]

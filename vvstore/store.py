@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from vvstore.actor import actor_prefix
+from vvstore.actor import actor_prefix, is_actor_of
 from vvstore.clock import VersionVector
 from vvstore.codec import Outcome, Write, decode_reply, encode_reply
 from vvstore.config import NodeConfig
@@ -59,8 +59,9 @@ from vvstore.errors import (
 )
 from vvstore.idempotency import Dot, Record, key_hash
 from vvstore.paging import PageBuilder
+from vvstore.retirement import EMPTY, Retirements, earlier_actors
 from vvstore.schema import MIGRATIONS, MIGRATIONS_TABLE, SCHEMA_VERSION
-from vvstore.wire import Page, PullRequest
+from vvstore.wire import MAX_PAGE_ENTRIES, Page, PullRequest
 from vvstore.writes import (
     ApplyResult,
     Group,
@@ -70,6 +71,7 @@ from vvstore.writes import (
     new_incarnation,
     prepare_apply,
     prepare_raise,
+    prepare_retire,
     prepare_writes,
     waiting,
 )
@@ -170,6 +172,11 @@ class _Switch(_Op):
 
 
 @dataclass(slots=True)
+class _Retire(_Op):
+    finals: dict[str, int]
+
+
+@dataclass(slots=True)
 class _Purge(_Op):
     peer_vectors: Sequence[VersionVector]
     now: float
@@ -195,6 +202,10 @@ _MARKS_AFTER = (
     "SELECT by_seq, actor, seq FROM marks WHERE by_actor = ? AND by_seq > ? ORDER BY by_seq LIMIT ?"
 )
 _OWN_SEQ = "SELECT MAX(seq) FROM entries WHERE actor = ?"
+_RETIRE = (
+    "INSERT INTO retired VALUES (?, ?) ON CONFLICT (actor) DO UPDATE"
+    " SET final = max(final, excluded.final)"
+)
 
 
 class _Kind(enum.Enum):
@@ -234,12 +245,15 @@ class Store:
         self._actor_ids: dict[str, int] = {}
         self._actor_names: dict[int, str] = {}
         self._vector: dict[str, int] = {}
+        #: The committed retirement map (vvstore.retirement); only the writer replaces it.
+        self.retirements: Retirements = EMPTY
         self.node_id = config.node_id
         # Only the writer's decisions (and open) change it; readers see a switch at once.
         self._identity = Identity(config.node_id)
         # Identity changes not yet committed; every group carries them until one commits.
         self._pending_meta: dict[str, str] = {}
         self._pending_vector: dict[str, int] = {}
+        self._pending_retire: dict[str, int] = {}
         # Key hashes with a copy this node made that may still need compensating.
         self._pending_khashes: set[bytes] = set()
         #: Transactions the writer committed. Only tests read it, and it stays: it is how they
@@ -317,6 +331,9 @@ class Store:
             self._actor_ids[name] = number
             self._actor_names[number] = name
         self._vector = dict(await _rows(self._db, "SELECT actor, seq FROM vector"))
+        self.retirements = Retirements(
+            dict(await _rows(self._db, "SELECT actor, final FROM retired"))
+        )
         await self._load_identity(path)
         self._pending_khashes = await self._unresolved_copies()
         # From here on, DML opens a transaction implicitly and commit() ends it: one round trip
@@ -360,18 +377,23 @@ class Store:
         assert db is not None
         meta = dict(await _rows(db, "SELECT name, value FROM meta"))
         stored = meta.get("node_id")
-        if stored is not None and stored != self.node_id:
-            raise NodeIdMismatch(
-                f"data directory {self.config.data_dir!r} belongs to node id {stored!r}, "
-                f"not {self.node_id!r}"
-            )
         stat = path.stat()
         file_identity = f"{stat.st_dev}:{stat.st_ino}"
+        copied = meta.get("file_identity") != file_identity
+        if stored is not None and stored != self.node_id and not copied:
+            raise NodeIdMismatch(
+                f"data directory {self.config.data_dir!r} belongs to node id {stored!r}, "
+                f"not {self.node_id!r} (a copy of it may start as another node)"
+            )
         boot_id = _boot_id()
         reason = None
         if "actor" not in meta:
             reason = "new database"
-        elif meta.get("file_identity") != file_identity:
+        elif stored != self.node_id:
+            # A copy of another node's directory starts a new node: it keeps the entries and
+            # takes a fresh actor under its own node id, so it never shares one with the original.
+            reason = f"a copy of node {stored!r}'s data directory, started as node {self.node_id!r}"
+        elif copied:
             reason = "the database file was copied or restored"
         elif (
             meta.get("durability") == "normal"
@@ -403,16 +425,37 @@ class Store:
             " SET seq = max(seq, excluded.seq)",
             self._pending_vector.items(),
         )
+        # Every earlier actor of this node that V shows (the one just left behind, those of
+        # incarnations before a wipe, those of a release that did not retire) is retired.
+        retire = earlier_actors(
+            self.node_id,
+            identity.actor,
+            {**self._vector, **self._pending_vector},
+            self.retirements,
+        )
+        await db.executemany(_RETIRE, [*retire.items(), *self._pending_retire.items()])
         await db.execute("COMMIT")
         self._vector.update(self._pending_vector)
+        self.retirements = self.retirements.with_changes({**retire, **self._pending_retire})
         self._pending_meta.clear()
         self._pending_vector.clear()
+        self._pending_retire.clear()
 
     def _left_behind(self, switch: Switch) -> None:
         """Carry a new incarnation into every group until one commits, and say so."""
         self.incarnation_reason = switch.reason
         if switch.left and switch.seq:
             self._pending_vector[switch.left] = switch.seq
+            if is_actor_of(switch.left, self.node_id):
+                self._pending_retire[switch.left] = switch.seq
+        if not self._identity.retire_earlier:
+            log.error(
+                "node %s: a peer retired our actor %s a second time since start: another process"
+                " runs as node id %s; stop one of them",
+                self.node_id,
+                switch.left,
+                self.node_id,
+            )
         if switch.left:
             log.warning(
                 "node %s: new incarnation %s (was %s): %s",
@@ -453,7 +496,8 @@ class Store:
 
     async def _await_confirmation(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._confirmed.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: see SyncLoop._run_link
+                await self._confirmed.wait()
         except TimeoutError:
             reason = (
                 f"not every peer answered within {timeout:g} s of start: the actor this start"
@@ -584,6 +628,21 @@ class Store:
         """Raise the node-level vector to ``max(V, vector)``, after every queued apply."""
         await self._submit(_RaiseVector(self._future(), vector))
 
+    async def retire(self, finals: dict[str, int]) -> int:
+        """Merge a peer's retirements into ours; how many raised our map.
+
+        A retirement of our own current actor switches this node to a new one first.
+        """
+        raised: int = await self._submit(_Retire(self._future(), finals))
+        return raised
+
+    def retired_after(self, after: str | None) -> tuple[list[tuple[str, int]], str | None]:
+        """Up to MAX_PAGE_ENTRIES retirements of actors after ``after``, and the next cursor."""
+        retired = self.retirements
+        names = sorted(a for a in retired if after is None or a > after)
+        items = [(a, retired[a]) for a in names[:MAX_PAGE_ENTRIES]]
+        return items, (items[-1][0] if len(names) > MAX_PAGE_ENTRIES else None)
+
     async def purge(self, peer_vectors: Sequence[VersionVector], now: float) -> PurgeResult:
         """Delete idempotency records no retry can need any more, and enforce the cap.
 
@@ -711,12 +770,13 @@ class Store:
         finishing = any(isinstance(op, _RaiseVector) for op in ops)
         if finishing:
             khashes |= self._pending_khashes
-        group = Group(token=_actor_token())
+        group = Group(token=_actor_token(), retired=self.retirements)
         keys = {key for op in ops for key in op.touched()}
         keys |= await self._load_copies(khashes, group)
         group.base = await self._load_states(keys)
         group.meta.update(self._pending_meta)
         group.vector.update(self._pending_vector)
+        group.retire.update(self._pending_retire)
         group.dots = await self._held_dots(ops)
         results: list[tuple[_Op, Any]] = []
         try:
@@ -750,6 +810,7 @@ class Store:
             self.commits += 1
             self._pending_meta.clear()
             self._pending_vector.clear()
+            self._pending_retire.clear()
             self._publish(group)
         for op, result in results:
             if not op.future.done():
@@ -805,6 +866,8 @@ class Store:
                 await db.executemany(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)", group.meta.items()
                 )
+            if group.retire:
+                await db.executemany(_RETIRE, group.retire.items())
             await db.commit()
         except BaseException:
             with contextlib.suppress(Exception):
@@ -835,6 +898,7 @@ class Store:
         for actor, seq in group.vector.items():
             if seq > self._vector.get(actor, 0):
                 self._vector[actor] = seq
+        self.retirements = self.retirements.with_changes(group.retire)
 
     def _remember(self, key: str, state: CounterState) -> None:
         if self.config.cache_keys == 0:
@@ -918,6 +982,8 @@ class Store:
             return prepare_apply(group, self._identity, op.entries, op.records, op.marks)
         if isinstance(op, _RaiseVector):
             return prepare_raise(group, self._identity, op.vector, self._vector)
+        if isinstance(op, _Retire):
+            return prepare_retire(group, self._identity, op.finals, self._vector)
         if isinstance(op, _Switch):
             if group.token is not None:  # else this group switched already: the actor is new
                 group.switch(self._identity, op.reason)

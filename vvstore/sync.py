@@ -9,6 +9,13 @@ responder held when it read S; the responder's own V was sound, so ``max(V, S)``
 round that fails, is abandoned or sees S change never raises V: soundness is never traded for
 progress.
 
+Vectors travel compact against a retirement map (:mod:`vvstore.retirement`): the one the
+responder was last seen to hold, else our own. A responder holding another map answers the
+first page with ``differs``; the round then fetches the responder's whole map, merges it into
+ours, and asks again compact against exactly that map. A peer that refuses our format version
+(an older release) is spoken to in version 1, with whole vectors, and asked again in the
+newest version every :data:`VERSION_RETRY` seconds.
+
 This module declares the :class:`Replica` and :class:`Peer` protocols it needs and imports
 neither aiohttp nor aiosqlite. Time and randomness are passed in.
 """
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -26,11 +34,13 @@ from typing import Any, Protocol
 from vvstore.actor import node_of
 from vvstore.clock import VersionVector
 from vvstore.counter import Entry
-from vvstore.errors import MalformedPayload, RoundAbandoned, VVStoreError
+from vvstore.errors import MalformedPayload, RoundAbandoned, UnsupportedVersion, VVStoreError
 from vvstore.idempotency import Dot, Record
-from vvstore.wire import Notice, Page, PullRequest
+from vvstore.retirement import Retirements
+from vvstore.wire import FORMAT_VERSION, Notice, Page, PullRequest, RetiredPage, RetiredRequest
 
 __all__ = [
+    "VERSION_RETRY",
     "Applied",
     "Peer",
     "PeerLink",
@@ -39,9 +49,15 @@ __all__ = [
     "RoundResult",
     "SyncLoop",
     "behind",
+    "fetch_retirements",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Seconds before a peer that refused our newest format version is asked in it again.
+VERSION_RETRY = 300.0
+# Pages of a peer's retirement map one round may fetch (5,000 retirements each).
+_MAX_RETIRED_PAGES = 1000
 
 
 class Applied(Protocol):
@@ -67,6 +83,13 @@ class Replica(Protocol):
 
     async def raise_vector(self, vector: VersionVector) -> None: ...
 
+    @property
+    def retirements(self) -> Retirements:
+        """The committed retirement map."""
+        ...
+
+    async def retire(self, finals: dict[str, int]) -> int: ...
+
 
 class Peer(Protocol):
     """The remote side of a round (HTTP in production, the in-memory network in tests)."""
@@ -82,6 +105,30 @@ class Peer(Protocol):
     async def pull(self, request: PullRequest) -> Page: ...
 
     async def notify(self, notice: Notice) -> None: ...
+
+    async def retired(self, request: RetiredRequest) -> RetiredPage: ...
+
+
+async def fetch_retirements(peer: Peer) -> Retirements:
+    """The peer's whole retirement map, page by page.
+
+    :raises RoundAbandoned: the map changed while it was paged (its digest at the end is not
+        that of what was fetched), or it took more than its page budget.
+    """
+    finals: dict[str, int] = {}
+    after: str | None = None
+    for _ in range(_MAX_RETIRED_PAGES):
+        page = await peer.retired(RetiredRequest(after))
+        finals.update(page.items)
+        if page.next is None:
+            fetched = Retirements(finals)
+            if fetched.digest != page.digest:
+                raise RoundAbandoned("the peer's retirements changed while they were fetched")
+            return fetched
+        if after is not None and page.next <= after:
+            raise MalformedPayload("the peer's retirement cursor did not advance")
+        after = page.next
+    raise RoundAbandoned(f"the peer's retirements took more than {_MAX_RETIRED_PAGES} pages")
 
 
 def behind(ours: VersionVector, theirs: VersionVector) -> int:
@@ -101,6 +148,9 @@ class RoundResult:
     :ivar responder_actor: the responder's actor id, from the first page.
     :ivar before: V as it stood when the round began (what the round asked beyond).
     :ivar snapshot: S, the responder's committed vector from the first page.
+    :ivar retired: the retirement map the round's vectors were compact against (the
+        responder's, as it stood), or None in version 1.
+    :ivar fetched_retirements: whether the round fetched the responder's retirement map.
     """
 
     peer_url: str
@@ -112,6 +162,8 @@ class RoundResult:
     responder_actor: str | None = None
     before: VersionVector = field(default_factory=VersionVector)
     snapshot: VersionVector | None = None
+    retired: Retirements | None = None
+    fetched_retirements: bool = False
 
 
 class PullRound:
@@ -121,10 +173,21 @@ class PullRound:
     ``await finish()`` raises V. :func:`pull_once` runs the three in order.
     """
 
-    def __init__(self, replica: Replica, peer: Peer, *, max_pages: int) -> None:
+    def __init__(
+        self,
+        replica: Replica,
+        peer: Peer,
+        *,
+        max_pages: int,
+        version: int = FORMAT_VERSION,
+        retired: Retirements | None = None,
+    ) -> None:
         self.replica = replica
         self.peer = peer
         self.max_pages = max_pages
+        self.version = version
+        # The map to compact against: the responder's as last seen (None: ours).
+        self._retired = retired
         self.result = RoundResult(peer_url=peer.url)
         self._cursor: tuple[str, int] | None = None
         self._done = False
@@ -132,6 +195,8 @@ class PullRound:
     async def start(self) -> None:
         """Fix V as it stands when the round begins."""
         self.result.before = await self.replica.vector()
+        if self.version >= 2 and self._retired is None:
+            self._retired = self.replica.retirements
 
     async def next_page(self) -> bool:
         """Fetch and apply one page; True once the last page has been applied.
@@ -139,15 +204,30 @@ class PullRound:
         After any of these errors the round is over and V is not raised.
 
         :raises RoundAbandoned: the round already took ``max_pages`` pages, or the responder
-            changed identity or S mid-round.
+            changed identity, S or its retirement map mid-round.
         :raises MalformedPayload: the responder's cursor did not advance.
+        :raises UnsupportedVersion: the responder does not speak the round's version.
         :raises PeerError: the call failed.
         """
         result = self.result
         if result.pages >= self.max_pages:
             raise RoundAbandoned(f"round exceeded its budget of {self.max_pages} pages")
-        page = await self.peer.pull(PullRequest(result.before, self._cursor, result.snapshot))
+        request = PullRequest(result.before, self._cursor, result.snapshot, self.version)
+        if self._retired is not None:
+            request = dataclasses.replace(request, retired=self._retired)
+        page = await self.peer.pull(request)
         result.pages += 1
+        if page.differs is not None:
+            if self._cursor is not None or result.fetched_retirements:
+                raise RoundAbandoned("the responder's retirements changed during the round")
+            # Learn the responder's map (ours grows by it), then ask again compact against it.
+            fetched = await fetch_retirements(self.peer)
+            if fetched.digest != page.differs:
+                raise RoundAbandoned("the responder's retirements changed during the round")
+            await self.replica.retire(dict(fetched))
+            self._retired, result.fetched_retirements = fetched, True
+            return False
+        result.retired = self._retired
         if result.snapshot is None:
             result.snapshot, result.responder_actor = page.vector, page.actor
         elif page.vector != result.snapshot or page.actor != result.responder_actor:
@@ -174,9 +254,16 @@ class PullRound:
         return self.result
 
 
-async def pull_once(replica: Replica, peer: Peer, *, max_pages: int) -> RoundResult:
+async def pull_once(
+    replica: Replica,
+    peer: Peer,
+    *,
+    max_pages: int,
+    version: int = FORMAT_VERSION,
+    retired: Retirements | None = None,
+) -> RoundResult:
     """One complete pull round from ``peer`` (see :class:`PullRound`)."""
-    round_ = PullRound(replica, peer, max_pages=max_pages)
+    round_ = PullRound(replica, peer, max_pages=max_pages, version=version, retired=retired)
     await round_.start()
     while not await round_.next_page():
         pass
@@ -199,6 +286,11 @@ class PeerLink:
     pulled_entries: int = 0
     #: The peer's committed vector S from the last complete round (None until one completes).
     vector: VersionVector | None = None
+    #: The format version we speak to the peer, and when to try the newest again (if older).
+    version: int = FORMAT_VERSION
+    version_retry_at: float = 0.0
+    #: The peer's retirement map as last seen (what our vectors to it are compact against).
+    retired: Retirements | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,6 +305,7 @@ class PeerLink:
             "pulled_pages": self.pulled_pages,
             "pulled_entries": self.pulled_entries,
             "pulled_bytes": self.peer.bytes_received,
+            "format_version": self.version,
         }
 
 
@@ -287,7 +380,7 @@ class SyncLoop:
 
     def notice_received(self, notice: Notice, ours: VersionVector) -> None:
         """Pull soon from the sender, unless our vector already descends (holds all of) its."""
-        if ours.descends(notice.vector):
+        if not notice.differs and ours.descends(notice.vector):
             return
         known = [link for link in self.links if link.node == notice.node]
         for link in known or [link for link in self.links if link.node is None]:
@@ -301,17 +394,36 @@ class SyncLoop:
 
     async def _run_link(self, link: PeerLink) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancellation
+            # that arrives as the event is set, and close() would wait for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(link.wake.wait(), self._delay(link))
+                async with asyncio.timeout(self._delay(link)):
+                    await link.wake.wait()
             link.wake.clear()
             await self.round(link)
 
     async def round(self, link: PeerLink) -> RoundResult | None:
         """Run one pull round with ``link``'s peer, recording the outcome; never raises."""
+        if link.version < FORMAT_VERSION and self._clock() >= link.version_retry_at:
+            link.version = FORMAT_VERSION
         async with self._round_lock:
             try:
                 async with asyncio.timeout(self.round_timeout):
-                    result = await pull_once(self.replica, link.peer, max_pages=self.max_pages)
+                    result = await pull_once(
+                        self.replica,
+                        link.peer,
+                        max_pages=self.max_pages,
+                        version=link.version,
+                        retired=link.retired,
+                    )
+            except UnsupportedVersion as exc:
+                if link.version > 1:
+                    # An older release: speak version 1 to it, at once, and ask again later.
+                    log.info("%s speaks an older format (%s): using version 1", link.peer.url, exc)
+                    link.version, link.version_retry_at = 1, self._clock() + VERSION_RETRY
+                    link.wake.set()
+                await self._failed(link, exc)
+                return None
             except (VVStoreError, TimeoutError, OSError) as exc:
                 await self._failed(link, exc)
                 return None
@@ -324,6 +436,7 @@ class SyncLoop:
         link.reachable = True
         link.last_success = self._clock()
         link.last_error = None
+        link.retired = result.retired
         if result.responder_actor is not None:
             link.node = node_of(result.responder_actor)
         if result.snapshot is not None:
@@ -346,9 +459,13 @@ class SyncLoop:
         link.failures += 1
         link.reachable = False
         link.last_error = f"{type(exc).__name__}: {exc}"
-        ours: dict[str, int] | str
+        ours: str
         try:
-            ours = (await self.replica.vector()).to_dict()
+            # Retired actors held in full are left out, so the line stays O(live actors).
+            retired = self.replica.retirements
+            ours = str(retired.compact((await self.replica.vector()).to_dict()))
+            if retired:
+                ours += f" and {len(retired)} retired actors (digest {retired.digest})"
         except VVStoreError as read_error:
             ours = f"unknown ({read_error})"
         log.warning(
@@ -371,6 +488,9 @@ class SyncLoop:
             )
 
     async def _notify(self, link: PeerLink, notice: Notice) -> None:
+        """Send ``notice`` in the link's version, compact against the peer's map as last seen."""
+        retired = link.retired or self.replica.retirements
+        notice = dataclasses.replace(notice, version=link.version, retired=retired)
         try:
             await link.peer.notify(notice)
         except (VVStoreError, OSError, TimeoutError) as exc:

@@ -1,9 +1,19 @@
 """The sync protocol's payloads: pull requests, pages and notices, their limits and validation.
 
-Everything nodes send each other carries ``"v": FORMAT_VERSION``; a node refuses a version it
-does not know. Every decoder validates the whole payload (types, ranges, sizes, id formats,
-order) before returning, so a hostile or broken peer can waste one call, never corrupt a
-store; decoders raise :class:`UnsupportedVersion` or :class:`MalformedPayload`.
+Everything nodes send each other carries a format version ``"v"``. A node speaks every
+version in :data:`SUPPORTED_VERSIONS`, answers a request in the version it came in, and refuses
+a version it does not know (``unsupported_version``), so a node that sends a newer request to an
+older peer learns to speak the older version to it (see :mod:`vvstore.sync`).
+
+Version 2 adds retirements (:mod:`vvstore.retirement`): every vector of a pull, a page or a
+notice is sent compact against a retirement map named by its ``retired`` digest, and a new
+request, :class:`RetiredRequest`, pages through a node's retirement map. A receiver whose own map
+has another digest cannot read a compact vector: a pull then gets a page marked ``differs``, a
+notice is taken as news. Version 1 sends whole vectors.
+
+Every decoder validates the whole payload (types, ranges, sizes, id formats, order) before
+returning, so a hostile or broken peer can waste one call, never corrupt a store; decoders
+raise :class:`UnsupportedVersion` or :class:`MalformedPayload`.
 
 The limits are in encoded bytes (compact JSON in UTF-8, exactly what goes on the wire), each
 defined once here: the sending side measures what it builds with this module's own encoders
@@ -28,6 +38,7 @@ from vvstore.config import NODE_ID_RE
 from vvstore.counter import INT64_MAX, INT64_MIN, Entry, Floor
 from vvstore.errors import ClockError, InvalidRequest, MalformedPayload, UnsupportedVersion
 from vvstore.idempotency import Record
+from vvstore.retirement import DIGEST_HEX, EMPTY, Retirements
 
 __all__ = [
     "FORMAT_VERSION",
@@ -37,18 +48,25 @@ __all__ = [
     "MAX_PAGE_ENTRIES",
     "MAX_SYNC_REQUEST_BYTES",
     "MAX_VECTOR_BYTES",
+    "SUPPORTED_VERSIONS",
     "Cursor",
     "Notice",
     "Page",
     "PullRequest",
+    "RetiredPage",
+    "RetiredRequest",
     "decode_notice",
     "decode_page",
     "decode_pull_request",
+    "decode_retired_page",
+    "decode_retired_request",
     "encode_entry",
     "encode_notice",
     "encode_page",
     "encode_pull_request",
     "encode_record",
+    "encode_retired_page",
+    "encode_retired_request",
     "entry_size",
     "floors_bytes",
     "mark_size",
@@ -56,8 +74,10 @@ __all__ = [
     "vector_bytes",
 ]
 
-#: Version of the sync payloads. Append-only: a node refuses a version it does not know.
-FORMAT_VERSION = 1
+#: The newest version of the sync payloads, the one a node sends unless a peer refuses it.
+FORMAT_VERSION = 2
+#: Every version a node reads and answers in. Append-only.
+SUPPORTED_VERSIONS = (1, 2)
 
 # Sync limits, in encoded bytes (UTF-8, as the JSON goes on the wire), each the one definition
 # that senders keep within and receivers enforce. They stop a hostile or broken peer; no state
@@ -80,7 +100,8 @@ _ENVELOPE_BYTES = 64 * 1024
 MAX_PAGE_BODY_BYTES = MAX_PAGE_BYTES + MAX_VECTOR_BYTES + _ENVELOPE_BYTES
 #: The most bytes a node reads of a sync request (a pull carries two vectors, a notice one).
 MAX_SYNC_REQUEST_BYTES = 2 * MAX_VECTOR_BYTES + _ENVELOPE_BYTES
-#: The most items of each kind in one page (what a node sends may be less).
+#: The most items of each kind in one page (what a node sends may be less), and the most
+#: retirements in one :class:`RetiredPage` (at most 80 bytes each: well under a page's bytes).
 MAX_PAGE_ENTRIES = 5000
 
 #: A dot ``(actor id, seq)`` as a page cursor: the last item a page holds.
@@ -92,11 +113,18 @@ class PullRequest:
     """Ask a node for every entry with ``(actor, seq) > cursor`` and ``seq > vector[actor]``.
 
     ``snapshot`` is the responder's vector from the round's first page, echoed on later pages.
+    In version 2, ``vector`` and ``snapshot`` travel compact against ``retired`` (the sender's
+    choice of map; decoded, the receiver's own map they were expanded with). ``differs``, set
+    only by the decoder, says the sender compacted against a map the receiver does not hold:
+    ``vector`` and ``snapshot`` are then unknown (empty).
     """
 
     vector: VersionVector
     cursor: Cursor | None = None
     snapshot: VersionVector | None = None
+    version: int = FORMAT_VERSION
+    retired: Retirements = EMPTY
+    differs: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +133,10 @@ class Page:
 
     Items are entries, records of idempotency-key applications, and compensation marks
     ``(dot of the compensating write, dot of the record it marked)``; each stream is in
-    ``(actor, seq)`` order of the dot it travels under.
+    ``(actor, seq)`` order of the dot it travels under. ``version`` and ``retired`` are the
+    request's (the vector travels compact against the same map). A page whose ``differs`` is set
+    carries no vector and no items, only the digest of the responder's own retirement map: the
+    requester fetches that map (:class:`RetiredRequest`) and asks again.
     """
 
     node: str
@@ -115,6 +146,9 @@ class Page:
     next: Cursor | None
     records: tuple[Record, ...] = ()
     marks: tuple[tuple[Cursor, Cursor], ...] = ()
+    version: int = FORMAT_VERSION
+    retired: Retirements = EMPTY
+    differs: str | None = None
 
     @property
     def last(self) -> bool:
@@ -123,11 +157,36 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A debounced write notice: the sender's node-level vector, nothing else."""
+    """A debounced write notice: the sender's node-level vector, nothing else.
+
+    ``differs`` (set only by the decoder) says the vector was compact against a retirement map
+    the receiver does not hold, so it is unknown (empty): the receiver should pull.
+    """
 
     node: str
     actor: str
     vector: VersionVector
+    version: int = FORMAT_VERSION
+    retired: Retirements = EMPTY
+    differs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredRequest:
+    """Ask a node for its retirements of actors after ``after`` (in actor id order)."""
+
+    after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetiredPage:
+    """Some of a node's retirements, in actor id order; ``digest`` names its whole map."""
+
+    node: str
+    actor: str
+    digest: str
+    items: tuple[tuple[str, int], ...]
+    next: str | None
 
 
 def _check_version(obj: object) -> Mapping[str, Any]:
@@ -136,11 +195,17 @@ def _check_version(obj: object) -> Mapping[str, Any]:
     version = obj.get("v")
     if not is_int(version):
         raise MalformedPayload("payload must carry an integer format version 'v'")
-    if version != FORMAT_VERSION:
+    if version not in SUPPORTED_VERSIONS:
+        speaks = ", ".join(map(str, SUPPORTED_VERSIONS))
         raise UnsupportedVersion(
-            f"format version {version} is not supported (this node speaks {FORMAT_VERSION})"
+            f"format version {version} is not supported (this node speaks {speaks})"
         )
     return obj
+
+
+def _v2(obj: Mapping[str, Any], what: str) -> None:
+    if obj["v"] < 2:
+        raise MalformedPayload(f"{what} needs format version 2 or later")
 
 
 def _peer_json(body: bytes, limit: int) -> Mapping[str, Any]:
@@ -220,24 +285,74 @@ def _cursor(value: object) -> Cursor | None:
     return (_actor(value[0], "cursor actor"), _seq(value[1], "cursor seq", low=0))
 
 
+def _listed(value: object, what: str) -> dict[str, int]:
+    """A compact vector's listed actors: as a vector, but a seq may be 0 (see retirement)."""
+    if not isinstance(value, dict):
+        raise MalformedPayload(f"{what} must be an object of actor id -> seq")
+    size = vector_bytes(value)
+    if size > MAX_VECTOR_BYTES:
+        raise MalformedPayload(
+            f"{what} takes {size} bytes ({len(value)} actors), more than {MAX_VECTOR_BYTES}"
+        )
+    return {_actor(a, f"{what} id"): _seq(s, f"{what} seq", low=0) for a, s in value.items()}
+
+
+def _digest(value: object) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) != DIGEST_HEX
+        or value.strip("0123456789abcdef") != ""
+    ):
+        raise MalformedPayload(f"retired must be a {DIGEST_HEX}-digit hex digest, got {value!r}")
+    return value
+
+
+def _vector_out(vector: VersionVector, version: int, retired: Retirements) -> dict[str, int]:
+    return retired.compact(vector) if version >= 2 else vector.to_dict()
+
+
+def _vector_in(value: object, what: str, version: int, retired: Retirements) -> VersionVector:
+    if version < 2:
+        return _vector(value, what)
+    return retired.expand(_listed(value, what))
+
+
+def _dump(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def encode_pull_request(request: PullRequest) -> bytes:
+    """The request in its ``version``: compact against ``retired`` from version 2 on."""
+    v, retired = request.version, request.retired
     body: dict[str, Any] = {
-        "v": FORMAT_VERSION,
-        "vector": request.vector.to_dict(),
+        "v": v,
+        "vector": _vector_out(request.vector, v, retired),
         "cursor": list(request.cursor) if request.cursor is not None else None,
-        "snapshot": request.snapshot.to_dict() if request.snapshot is not None else None,
+        "snapshot": (
+            _vector_out(request.snapshot, v, retired) if request.snapshot is not None else None
+        ),
     }
-    return json.dumps(body, separators=(",", ":")).encode()
+    if v >= 2:
+        body["retired"] = retired.digest
+    return _dump(body)
 
 
-def decode_pull_request(body: bytes) -> PullRequest:
+def decode_pull_request(body: bytes, retired: Retirements = EMPTY) -> PullRequest:
+    """Decode a pull request; ``retired`` is the receiving node's retirement map."""
     obj = _peer_json(body, MAX_SYNC_REQUEST_BYTES)
-    _exact_fields(obj, {"vector", "cursor", "snapshot"})
+    v = obj["v"]
+    _exact_fields(obj, {"vector", "cursor", "snapshot"} | ({"retired"} if v >= 2 else set()))
+    cursor = _cursor(obj["cursor"])
+    if v >= 2 and _digest(obj["retired"]) != retired.digest:
+        _listed(obj["vector"], "vector")  # still refuse what is malformed
+        return PullRequest(VersionVector(), cursor, None, v, retired, differs=True)
     snapshot = obj["snapshot"]
     return PullRequest(
-        vector=_vector(obj["vector"], "vector"),
-        cursor=_cursor(obj["cursor"]),
-        snapshot=None if snapshot is None else _vector(snapshot, "snapshot"),
+        vector=_vector_in(obj["vector"], "vector", v, retired),
+        cursor=cursor,
+        snapshot=None if snapshot is None else _vector_in(snapshot, "snapshot", v, retired),
+        version=v,
+        retired=retired,
     )
 
 
@@ -266,17 +381,21 @@ def mark_size(by: Cursor, marked: Cursor) -> int:
 
 
 def encode_page(page: Page) -> bytes:
-    body = {
-        "v": FORMAT_VERSION,
+    v = page.version
+    body: dict[str, Any] = {
+        "v": v,
         "node": page.node,
         "actor": page.actor,
-        "vector": page.vector.to_dict(),
+        "vector": _vector_out(page.vector, v, page.retired) if page.differs is None else {},
         "entries": [encode_entry(key, entry) for key, entry in page.entries],
         "records": [encode_record(record) for record in page.records],
         "marks": [[*by, *marked] for by, marked in page.marks],
         "next": list(page.next) if page.next is not None else None,
     }
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    if v >= 2:
+        body["retired"] = page.differs if page.differs is not None else page.retired.digest
+        body["differs"] = page.differs is not None
+    return _dump(body)
 
 
 def encode_record(record: Record) -> list[Any]:
@@ -366,17 +485,31 @@ def _entry(value: object, i: int) -> tuple[str, Entry]:
     return key, Entry(actor, seq, total, floors)
 
 
-def decode_page(body: bytes) -> Page:
+def decode_page(body: bytes, retired: Retirements = EMPTY) -> Page:
     """Validate a whole page before anything of it is applied.
 
-    Entries must be in strictly increasing ``(actor, seq)`` order, as the protocol sends them.
+    ``retired`` is the map the request was compacted against: a version-2 page's vector must be
+    compact against the same one (or the page must say ``differs``). Entries must be in
+    strictly increasing ``(actor, seq)`` order, as the protocol sends them.
     """
     obj = _peer_json(body, MAX_PAGE_BODY_BYTES)
-    _exact_fields(obj, {"node", "actor", "vector", "entries", "records", "marks", "next"})
+    v = obj["v"]
+    fields = {"node", "actor", "vector", "entries", "records", "marks", "next"}
+    _exact_fields(obj, fields | ({"retired", "differs"} if v >= 2 else set()))
     node = obj["node"]
     if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
         raise MalformedPayload(f"node must be a node id, got {node!r}")
     actor = _actor(obj["actor"], "actor")
+    if v >= 2:
+        digest, differs = _digest(obj["retired"]), obj["differs"]
+        if not isinstance(differs, bool):
+            raise MalformedPayload("differs must be a boolean")
+        if differs:
+            if obj["vector"] or obj["entries"] or obj["records"] or obj["marks"] or obj["next"]:
+                raise MalformedPayload("a page that differs carries nothing else")
+            return Page(node, actor, VersionVector(), (), None, version=v, differs=digest)
+        if digest != retired.digest:
+            raise MalformedPayload("the page's vector is compact against another retirement map")
     raw_entries = obj["entries"]
     if not isinstance(raw_entries, list) or len(raw_entries) > MAX_PAGE_ENTRIES:
         raise MalformedPayload(f"entries must be a list of at most {MAX_PAGE_ENTRIES}")
@@ -395,32 +528,93 @@ def decode_page(body: bytes) -> Page:
     return Page(
         node=node,
         actor=actor,
-        vector=_vector(obj["vector"], "vector"),
+        vector=_vector_in(obj["vector"], "vector", v, retired),
         entries=entries,
         next=_cursor(obj["next"]),
         records=records,
         marks=marks,
+        version=v,
+        retired=retired if v >= 2 else EMPTY,
     )
 
 
 def encode_notice(notice: Notice) -> bytes:
-    body = {
-        "v": FORMAT_VERSION,
+    v = notice.version
+    body: dict[str, Any] = {
+        "v": v,
         "node": notice.node,
         "actor": notice.actor,
-        "vector": notice.vector.to_dict(),
+        "vector": _vector_out(notice.vector, v, notice.retired),
     }
-    return json.dumps(body, separators=(",", ":")).encode()
+    if v >= 2:
+        body["retired"] = notice.retired.digest
+    return _dump(body)
 
 
-def decode_notice(body: bytes) -> Notice:
+def decode_notice(body: bytes, retired: Retirements = EMPTY) -> Notice:
+    """Decode a notice; ``retired`` is the receiving node's retirement map."""
     obj = _peer_json(body, MAX_SYNC_REQUEST_BYTES)
-    _exact_fields(obj, {"node", "actor", "vector"})
+    v = obj["v"]
+    _exact_fields(obj, {"node", "actor", "vector"} | ({"retired"} if v >= 2 else set()))
     node = obj["node"]
     if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
         raise MalformedPayload(f"node must be a node id, got {node!r}")
-    return Notice(
+    actor = _actor(obj["actor"], "actor")
+    if v >= 2 and _digest(obj["retired"]) != retired.digest:
+        _listed(obj["vector"], "vector")
+        return Notice(node, actor, VersionVector(), v, retired, differs=True)
+    return Notice(node, actor, _vector_in(obj["vector"], "vector", v, retired), v, retired)
+
+
+def encode_retired_request(request: RetiredRequest) -> bytes:
+    return _dump({"v": 2, "after": request.after})
+
+
+def decode_retired_request(body: bytes) -> RetiredRequest:
+    obj = _peer_json(body, MAX_SYNC_REQUEST_BYTES)
+    _v2(obj, "a retirements request")
+    _exact_fields(obj, {"after"})
+    after = obj["after"]
+    return RetiredRequest(None if after is None else _actor(after, "after"))
+
+
+def encode_retired_page(page: RetiredPage) -> bytes:
+    return _dump(
+        {
+            "v": 2,
+            "node": page.node,
+            "actor": page.actor,
+            "retired": page.digest,
+            "items": [list(item) for item in page.items],
+            "next": page.next,
+        }
+    )
+
+
+def decode_retired_page(body: bytes) -> RetiredPage:
+    """A page of retirements: ids in strictly increasing order, finals at least 1."""
+    obj = _peer_json(body, MAX_PAGE_BODY_BYTES)
+    _v2(obj, "a retirements page")
+    _exact_fields(obj, {"node", "actor", "retired", "items", "next"})
+    node = obj["node"]
+    if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
+        raise MalformedPayload(f"node must be a node id, got {node!r}")
+    raw = obj["items"]
+    if not isinstance(raw, list) or len(raw) > MAX_PAGE_ENTRIES:
+        raise MalformedPayload(f"items must be a list of at most {MAX_PAGE_ENTRIES}")
+    items: list[tuple[str, int]] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, list) or len(item) != 2:
+            raise MalformedPayload(f"items[{i}] must be [actor id, final seq]")
+        items.append((_actor(item[0], f"items[{i}] actor"), _seq(item[1], f"items[{i}] final")))
+    for (a, _), (b, _) in itertools.pairwise(items):
+        if a >= b:
+            raise MalformedPayload("items must be in strictly increasing actor id order")
+    after = obj["next"]
+    return RetiredPage(
         node=node,
         actor=_actor(obj["actor"], "actor"),
-        vector=_vector(obj["vector"], "vector"),
+        digest=_digest(obj["retired"]),
+        items=tuple(items),
+        next=None if after is None else _actor(after, "next"),
     )

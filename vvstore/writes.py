@@ -26,12 +26,13 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
-from vvstore.actor import make_actor_id
+from vvstore.actor import is_actor_of, make_actor_id
 from vvstore.clock import VersionVector
 from vvstore.codec import Outcome, Reply, Write
 from vvstore.counter import CounterState, Entry
 from vvstore.errors import ConflictingEntry, IdempotencyKeyReused, Overflow
 from vvstore.idempotency import Dot, Record, compensations, fingerprint, key_hash
+from vvstore.retirement import EMPTY, Retirements, earlier_actors, finals_to_raise
 from vvstore.wire import MAX_FLOORS_BYTES, floors_bytes
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "new_incarnation",
     "prepare_apply",
     "prepare_raise",
+    "prepare_retire",
     "prepare_writes",
     "waiting",
 ]
@@ -63,6 +65,10 @@ class Identity:
     actor: str = ""
     seq: int = 0
     incarnation: int = 0
+    # How often a peer showed our current actor as retired in this run, and whether this node
+    # still retires the other actors of its node id it sees (see prepare_retire).
+    retired_under_us: int = 0
+    retire_earlier: bool = True
 
     def meta(self) -> dict[str, str]:
         """The meta rows that record the current actor and incarnation."""
@@ -116,6 +122,8 @@ class Group:
     # Names the new actor id should the group need one (at most one: nothing can be held
     # beyond a new actor's counter, so a group never switches twice).
     token: int | None = None
+    # The committed retirement map.
+    retired: Retirements = EMPTY
 
     # Decided: the rows to write. The states after the group, of the keys it changes.
     states: dict[str, CounterState] = field(default_factory=dict)
@@ -125,6 +133,8 @@ class Group:
     # New records, with what the reply showed for the copies this node made.
     new_records: list[tuple[Record, Reply | None]] = field(default_factory=list)
     marks: dict[Dot, Dot] = field(default_factory=dict)
+    # Retirements to record (actor -> final seq; the larger final wins).
+    retire: dict[str, int] = field(default_factory=dict)
     local_writes: int = 0
 
     # Decided: what the store reports (logs) once the group is decided.
@@ -136,7 +146,9 @@ class Group:
 
     @property
     def dirty(self) -> bool:
-        return bool(self.rows or self.vector or self.meta or self.new_records or self.marks)
+        return bool(
+            self.rows or self.vector or self.meta or self.new_records or self.marks or self.retire
+        )
 
     def state(self, key: str) -> CounterState:
         """``key``'s state as the group leaves it so far (empty if never written)."""
@@ -147,9 +159,20 @@ class Group:
         """Switch ``identity`` to the new actor the group's token names, within this group."""
         if self.token is None:
             raise RuntimeError(f"a write group needs a second new incarnation ({reason})")
-        self.switches.append(new_incarnation(identity, self.token, reason))
+        switch = new_incarnation(identity, self.token, reason)
+        self.switches.append(switch)
         self.token = None
         self.meta.update(identity.meta())
+        # The actor left behind issues no more dots. (A copy of another node's directory leaves
+        # that node's actor, which is not ours to retire.)
+        if switch.seq >= 1 and is_actor_of(switch.left, identity.node_id):
+            self.retire_at(switch.left, switch.seq)
+
+    def retire_at(self, actor: str, final: int) -> None:
+        """Record ``actor`` as retired at ``final`` unless the map already says as much."""
+        known = max(self.retired.get(actor, 0), self.retire.get(actor, 0))
+        if final > known:
+            self.retire[actor] = final
 
 
 # A floor's encoding never exceeds this many bytes (a 57-character actor id, a 19-digit seq, a
@@ -361,3 +384,47 @@ def prepare_raise(
             continue
         if seq > max(committed.get(actor, 0), group.vector.get(actor, 0)):
             group.vector[actor] = seq
+
+    # V now shows every actor it will after this group: retire this node's earlier actors it
+    # shows, and raise the finals of retired actors it holds beyond them.
+    after = dict(committed)
+    for actor, seq in group.vector.items():
+        after[actor] = max(seq, after.get(actor, 0))
+    for actor, seq in finals_to_raise(after, group.retired).items():
+        group.retire_at(actor, seq)
+    if identity.retire_earlier:
+        for actor, seq in earlier_actors(
+            identity.node_id, identity.actor, after, group.retired
+        ).items():
+            group.retire_at(actor, seq)
+
+
+#: Why a node leaves an actor a peer holds as retired.
+RETIRED_BY_PEER = (
+    "a peer holds our actor as retired (our files were restored, or another process runs as"
+    " this node id)"
+)
+
+
+def prepare_retire(
+    group: Group, identity: Identity, finals: Mapping[str, int], committed: Mapping[str, int]
+) -> int:
+    """Merge a peer's retirements (``finals``); how many raised our map.
+
+    A final below what we hold of the actor is raised to our V (``committed``). A retirement of
+    our own current actor means a dot of it may exist that we did not issue in this run (our
+    files were restored, or another process runs as this node): switch to a new actor first.
+    The second time in one run, it is another process: this node stops retiring its node's
+    other actors (they are that process's), so the two do not retire each other forever.
+    """
+    if identity.actor in finals and group.token is not None:
+        identity.retired_under_us += 1
+        if identity.retired_under_us >= 2:
+            identity.retire_earlier = False
+        group.switch(identity, RETIRED_BY_PEER)
+    raised = 0
+    for actor, final in finals.items():
+        before = max(group.retired.get(actor, 0), group.retire.get(actor, 0))
+        group.retire_at(actor, max(final, committed.get(actor, 0), group.vector.get(actor, 0)))
+        raised += max(group.retired.get(actor, 0), group.retire.get(actor, 0)) > before
+    return raised

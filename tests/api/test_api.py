@@ -31,6 +31,7 @@ from vvstore import errors
 from vvstore.api import BATCH_BODY_LIMIT, COUNTER_BODY_LIMIT, create_app, error_response
 from vvstore.config import NodeConfig
 from vvstore.node import Node
+from vvstore.retirement import EMPTY
 from vvstore.store import DB_FILE
 
 ApiClient = TestClient[web.Request, web.Application]
@@ -185,6 +186,7 @@ async def test_status_shape(client: ApiClient, node: Node) -> None:
         "actor",
         "incarnation",
         "version",
+        "actors",
         "peers",
         "clock_skew",
         "records",
@@ -196,10 +198,12 @@ async def test_status_shape(client: ApiClient, node: Node) -> None:
     assert body["idempotency_unsafe_evictions"] == 0
     assert body["actor"].startswith(f"{node.node_id}~")
     assert body["version"] == {}
+    assert body["actors"] == {"live": 0, "retired": 0, "retired_digest": EMPTY.digest}
     assert body["peers"] == []
     await incr(client, "a")
     await incr(client, "b")
     assert await node_version(client) == {body["actor"]: 2}
+    assert (await call(client, "GET", "/status"))[1]["actors"]["live"] == 1
 
 
 # --- increments and reads --------------------------------------------------------------------

@@ -46,6 +46,7 @@ from vvstore.errors import (
 from vvstore.idempotency import MAX_IDEMPOTENCY_KEY
 from vvstore.node import Node
 from vvstore.peer import HttpPeer
+from vvstore.retirement import EMPTY
 from vvstore.signing import NONCE_HEADER, RESPONSE_SIGNATURE_HEADER, ClusterAuth
 from vvstore.sync import PeerLink, pull_once
 from vvstore.wire import (
@@ -199,8 +200,18 @@ def padded(prefix: bytes, size: int) -> bytes:
 
 
 def pull_json(**fields: Any) -> dict[str, Any]:
-    return {"v": FORMAT_VERSION, "vector": {}, "cursor": None, "snapshot": None, **fields}
+    return {
+        "v": FORMAT_VERSION,
+        "vector": {},
+        "cursor": None,
+        "snapshot": None,
+        "retired": EMPTY.digest,
+        **fields,
+    }
 
+
+#: A format version no release speaks yet.
+UNKNOWN = FORMAT_VERSION + 1
 
 PULL = json.dumps(pull_json()).encode()
 NOTICE = json.dumps({"v": 1, "node": PEER, "actor": f"{PEER}~0123456789abcdef", "vector": {}})
@@ -414,7 +425,7 @@ DEEP = (
 
 #: (name, pull request body, expected error code)
 HOSTILE_PULLS: list[tuple[str, bytes, str]] = [
-    ("unknown-version", json.dumps(pull_json(v=2)).encode(), "unsupported_version"),
+    ("unknown-version", json.dumps(pull_json(v=UNKNOWN)).encode(), "unsupported_version"),
     (
         "no-version",
         json.dumps({"vector": {}, "cursor": None, "snapshot": None}).encode(),
@@ -485,7 +496,7 @@ async def test_a_malformed_pull_request_is_refused_and_the_node_keeps_serving(
     ("notice", "code"),
     [
         (
-            {"v": 2, "node": PEER, "actor": f"{PEER}~0123456789abcdef", "vector": {}},
+            {"v": UNKNOWN, "node": PEER, "actor": f"{PEER}~0123456789abcdef", "vector": {}},
             "unsupported_version",
         ),
         (
@@ -533,6 +544,8 @@ def page_json(**fields: Any) -> dict[str, Any]:
         "records": [],
         "marks": [],
         "next": None,
+        "retired": EMPTY.digest,
+        "differs": False,
         **fields,
     }
 
@@ -616,7 +629,13 @@ FAKE_SIGNER = ClusterAuth(SECRET, "fake")
 
 #: (name, page bodies, signer, expected error, what its message says)
 HOSTILE_PAGES: list[tuple[str, list[bytes], ClusterAuth | None, type[VVStoreError], str]] = [
-    ("unknown-version", [encoded(v=2)], FAKE_SIGNER, UnsupportedVersion, "format version 2"),
+    (
+        "unknown-version",
+        [encoded(v=UNKNOWN)],
+        FAKE_SIGNER,
+        UnsupportedVersion,
+        f"format version {UNKNOWN}",
+    ),
     ("bool-version", [encoded(v=True)], FAKE_SIGNER, MalformedPayload, "integer format version"),
     (
         "huge-vector",
@@ -838,7 +857,7 @@ async def test_the_sync_loop_records_a_hostile_peer_and_the_api_keeps_serving(
 ) -> None:
     """What production does with a hostile page: the round fails, /status says why, the
     node's clients see nothing but that."""
-    _, peer = await responder([encoded(v=2)], FAKE_SIGNER)
+    _, peer = await responder([encoded(v=UNKNOWN)], FAKE_SIGNER)
     link = PeerLink(peer)
     assert await node.sync.round(link) is None
     assert link.reachable is False and link.failures == 1

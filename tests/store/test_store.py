@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from vvstore.actor import is_actor_of
 from vvstore.clock import VersionVector
 from vvstore.codec import Reply, Write, reply_body
 from vvstore.config import NodeConfig
@@ -205,6 +206,28 @@ async def test_a_copied_directory_keeps_its_earlier_actors_in_v_from_the_start(
         # A peer asking with this V gets nothing back: nothing is shipped twice.
         page = await store.page(PullRequest(vector))
         assert page.entries == () and page.last
+
+
+async def test_a_copied_directory_starts_as_another_node_with_a_fresh_actor(
+    make_config: MakeConfig, tmp_path: Path
+) -> None:
+    config = make_config("n1")
+    async with opened(config) as store:
+        await store.increment("k", 2)
+        first = store.actor
+    copy = make_config("n2", data_dir=str(tmp_path / "copy"))
+    shutil.copytree(config.data_dir, copy.data_dir)
+    async with opened(copy, seed=5) as store:
+        assert is_actor_of(store.actor, "n2") and store.actor != first
+        assert "a copy of node 'n1'" in (store.incarnation_reason or "")
+        assert await value(store, "k") == 2
+        assert (await store.vector())[first] == 1
+        await store.increment("k", 1)
+    # The copy is node n2 from now on; the original directory is still n1's.
+    async with opened(copy, seed=6) as store:
+        assert is_actor_of(store.actor, "n2") and await value(store, "k") == 3
+    async with opened(config, seed=7) as store:
+        assert store.actor == first
 
 
 async def test_another_node_id_is_refused(make_config: MakeConfig) -> None:

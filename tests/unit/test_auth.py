@@ -682,6 +682,7 @@ def test_the_route_table_lists_every_route_of_the_api() -> None:
         ("POST", "/batch"): "token",
         ("POST", "/sync/pull"): "cluster",
         ("POST", "/sync/notice"): "cluster",
+        ("POST", "/sync/retired"): "cluster",
     }
 
 

@@ -133,6 +133,9 @@ class Cluster:
     :param extra_args: more ``vvstore serve`` flags for every node.
     :param backoff_cap: None leaves the node's own default.
     :param preexec_fn: run in each node's process before it executes (CPU pinning).
+    :param releases: node -> a source tree whose ``vvstore`` that node's process imports (an
+        earlier release, from :func:`vvstore.harness.release.materialise`), for a mixed-version
+        cluster; the other nodes run the installed package. A restart keeps the node's tree.
     """
 
     def __init__(
@@ -148,9 +151,14 @@ class Cluster:
         backoff_cap: float | None = BACKOFF_CAP_S,
         start_timeout: float = START_TIMEOUT_S,
         preexec_fn: Callable[[], None] | None = None,
+        releases: Mapping[str, Path] | None = None,
     ) -> None:
         self.workdir = workdir
         self.names = tuple(names)
+        self.releases = dict(releases or {})
+        unknown = sorted(set(self.releases) - set(self.names))
+        if unknown:
+            raise ValueError(f"releases name nodes that are not in the cluster: {unknown}")
         self.durability = (
             dict.fromkeys(self.names, durability)
             if isinstance(durability, str)
@@ -204,6 +212,7 @@ class Cluster:
                 durability=self.durability[name],
                 extra_args=self.extra_args,
                 preexec_fn=self.preexec_fn,
+                pythonpath=self.releases.get(name),
             )
             self.client_urls[name] = (
                 f"http://127.0.0.1:{links[(CLIENT, name)]}"

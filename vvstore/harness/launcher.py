@@ -7,6 +7,13 @@ that another process already serves must never pass for a node that came up. Pro
 only ever signalled by the PID this module started; nothing here searches for processes by
 name. Ports are picked by binding port 0 on 127.0.0.1 and releasing it, so that every node's
 URL is known before any node starts (nodes need their peers' URLs on the command line).
+
+A process may run another source tree of the package (an earlier release, extracted by
+:mod:`vvstore.harness.release`): with ``pythonpath``, that directory goes first on the child's
+``PYTHONPATH`` and the interpreter runs with ``-P``, so that the current directory (a checkout
+holding the working tree's ``vvstore``) is not put before it on ``sys.path``. An editable
+install's finder comes after ``sys.path``, and site-packages after ``PYTHONPATH``, so the
+child imports that tree's ``vvstore``.
 """
 
 from __future__ import annotations
@@ -67,6 +74,11 @@ class ServerProcess:
 
     ``token`` is the bearer token the node requires (when it was started with one), sent on
     ``/status`` by :meth:`wait_ready`; the launcher does not pass it to the node itself.
+
+    ``pythonpath`` is a directory holding another ``vvstore`` package (an earlier release, see
+    :func:`vvstore.harness.release.materialise`) that the process imports instead of the
+    installed one; None runs the installed package. Its ``argv`` must be one that release's
+    ``serve`` understands.
     """
 
     node_id: str
@@ -80,6 +92,8 @@ class ServerProcess:
     token: str | None = field(default=None, repr=False)
     #: Run in the child before it executes (the benchmarks pin it to a CPU core).
     preexec_fn: Callable[[], None] | None = field(default=None, repr=False)
+    #: A source tree to import ``vvstore`` from instead of the installed package.
+    pythonpath: Path | None = None
 
     @property
     def url(self) -> str:
@@ -89,9 +103,28 @@ class ServerProcess:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
+    def interpreter(self) -> list[str]:
+        """The interpreter and its flags: ``-P`` with :attr:`pythonpath` (no current directory
+        first on ``sys.path``, where a checkout's own ``vvstore`` would win)."""
+        return [sys.executable] if self.pythonpath is None else [sys.executable, "-P"]
+
+    def env(self) -> dict[str, str] | None:
+        """The child's environment: ours, with :attr:`pythonpath` first on ``PYTHONPATH``.
+
+        None (ours, unchanged) without :attr:`pythonpath`.
+        """
+        if self.pythonpath is None:
+            return None
+        env = dict(os.environ)
+        paths = [str(self.pythonpath.resolve())]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        return env
+
     def argv(self) -> list[str]:
         argv = [
-            sys.executable, "-m", "vvstore", "serve",
+            *self.interpreter(), "-m", "vvstore", "serve",
             "--node-id", self.node_id,
             "--data-dir", str(self.data_dir),
             "--port", str(self.port),
@@ -112,6 +145,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=self.env(),
                 preexec_fn=self.preexec_fn,
             )
 

@@ -29,12 +29,18 @@ from vvstore.wire import (
     Notice,
     Page,
     PullRequest,
+    RetiredPage,
+    RetiredRequest,
     decode_notice,
     decode_page,
     decode_pull_request,
+    decode_retired_page,
+    decode_retired_request,
     encode_notice,
     encode_page,
     encode_pull_request,
+    encode_retired_page,
+    encode_retired_request,
 )
 
 __all__ = ["MemoryPeer", "Network", "crash", "open_memory_node", "write_schema_2"]
@@ -126,18 +132,35 @@ class MemoryPeer:
         stats.calls += 1
         stats.request_bytes += len(body)
         target = self._target()
-        page = await target.serve_pull(decode_pull_request(body))
+        page = await target.serve_pull(decode_pull_request(body, target.retirements))
         reply = encode_page(page)
         if not self.network.passes(self.dst, self.src):
             raise PeerTimeout(f"{self.dst} -> {self.src}: reply lost")
         stats.reply_bytes += len(reply)
         self.bytes_received += len(reply)
         stats.entries += len(page.entries)
-        return decode_page(reply)
+        return decode_page(reply, request.retired)
 
     async def notify(self, notice: Notice) -> None:
+        body = encode_notice(notice)
+        stats = self.network.link_stats(self.src, self.dst)
+        stats.calls += 1
+        stats.request_bytes += len(body)
         target = self._target()
-        await target.receive_notice(decode_notice(encode_notice(notice)))
+        await target.receive_notice(decode_notice(body, target.retirements))
+
+    async def retired(self, request: RetiredRequest) -> RetiredPage:
+        body = encode_retired_request(request)
+        stats = self.network.link_stats(self.src, self.dst)
+        stats.calls += 1
+        stats.request_bytes += len(body)
+        target = self._target()
+        reply = encode_retired_page(await target.serve_retired(decode_retired_request(body)))
+        if not self.network.passes(self.dst, self.src):
+            raise PeerTimeout(f"{self.dst} -> {self.src}: reply lost")
+        stats.reply_bytes += len(reply)
+        self.bytes_received += len(reply)
+        return decode_retired_page(reply)
 
 
 async def open_memory_node(

@@ -23,23 +23,33 @@ from vvstore.harness.faults.run import (
     SHORT_TIER_WORKLOAD,
     RunOptions,
     RunResult,
+    churn_run,
     kill_cycles,
     load_replay,
     recheck,
     regression_document,
     report_text,
+    restore_cycles,
     run_faults,
     short_tier,
     shrink,
     soak_run_options,
 )
-from vvstore.harness.faults.schedule import FAULT_KINDS, Schedule, generate, short_tier_options
+from vvstore.harness.faults.schedule import (
+    FAULT_KINDS,
+    MAX_CHURN_CYCLES,
+    OPT_IN_KINDS,
+    Schedule,
+    generate,
+    short_tier_options,
+)
 
 __all__ = ["main"]
 
 DESCRIPTION = (
     "Jepsen-style fault runs against three real vvstore nodes on loopback: partitions, kills, "
-    "pauses, stale restores and wipes under concurrent retried increments, checked exactly. "
+    "pauses, stale restores, wipes, restores in place and churn under concurrent retried "
+    "increments, checked exactly. "
     "Exit status: 0 every run held, 1 one did not, 2 one could not start."
 )
 
@@ -60,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--kill-cycles", type=int, metavar="N", help="N kill -9 and restart cycles, round the nodes"
     )
+    mode.add_argument(
+        "--restore-cycles", type=int, metavar="N",
+        help="N online backups restored in place (same inode) seconds later, round the nodes",
+    )  # fmt: skip
+    mode.add_argument(
+        "--churn", type=int, metavar="N",
+        help=f"one churn of node B: N (1 to {MAX_CHURN_CYCLES}) stop, wipe and restart cycles",
+    )  # fmt: skip
     mode.add_argument("--replay", metavar="FILE", help="run a run document's schedule again")
     mode.add_argument(
         "--recheck", metavar="FILE", help="judge a run document's history again (no processes)"
@@ -76,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration", type=float, metavar="SECONDS", help="seconds of faults")
     parser.add_argument(
         "--faults", nargs="+", metavar="KIND",
-        help="kinds to draw from (names or comma lists; default all, see --list-faults)",
+        help="kinds to draw from (names or comma lists; default every kind but the opt-in "
+        "restore and churn, see --list-faults)",
     )  # fmt: skip
     parser.add_argument("--clients", type=int, help="concurrent clients")
     parser.add_argument("--keys", type=int, help="keys the clients add to")
@@ -210,6 +229,8 @@ async def _main(args: argparse.Namespace) -> int:
     if args.list_faults:
         for kind, text in FAULT_KINDS.items():
             _print(f"{kind:<15} {text}")
+        opt_in = " and ".join(sorted(OPT_IN_KINDS))
+        _print(f"(drawn by default: every kind but {opt_in}; ask for them with --faults)")
         return 0
     if args.recheck:
         verdict = recheck(json.loads(Path(args.recheck).read_text()))
@@ -227,6 +248,10 @@ async def _main(args: argparse.Namespace) -> int:
         runs = short_tier()
     elif args.kill_cycles is not None:
         runs = [kill_cycles(args.kill_cycles)]
+    elif args.restore_cycles is not None:
+        runs = [restore_cycles(args.restore_cycles)]
+    elif args.churn is not None:
+        runs = [churn_run(args.churn)]
     else:
         base = (
             soak_run_options(args.soak, args.seed)
@@ -266,6 +291,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    for flag, value in (
+        ("--kill-cycles", args.kill_cycles),
+        ("--restore-cycles", args.restore_cycles),
+    ):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be at least 1")
+    if args.churn is not None and not 1 <= args.churn <= MAX_CHURN_CYCLES:
+        parser.error(f"--churn must be 1 to {MAX_CHURN_CYCLES}")
     try:
         return asyncio.run(_main(args))
     except ValueError as exc:

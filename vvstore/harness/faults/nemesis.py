@@ -18,7 +18,23 @@ Process faults act on the node processes:
   elsewhere), records a :class:`~vvstore.harness.checker.NodeLoss`, kills it, empties its data
   directory or puts back the copy taken ``duration`` seconds earlier, and restarts it. The
   node must come back as a new incarnation (a new actor id); a wipe whose precondition is not
-  met within the timeout is skipped, not forced.
+  met within the timeout is skipped, not forced;
+- ``restore`` (opt-in): an online backup of the live node (SQLite's backup API); ``duration``
+  seconds later every client is refused, the cluster converges (so every write the node
+  acknowledged is held by its peers), a :class:`~vvstore.harness.checker.NodeLoss` is
+  recorded, the node is stopped with SIGTERM, the backup is copied *in place* over its
+  database file (same path, same inode: :func:`~vvstore.harness.cluster.restore_in_place`)
+  and it restarts with the same flags. It resumes its old actor under the start-up fence, and
+  must switch to a new one because its peers hold more of it; an :class:`IncarnationCheck`
+  records the actor it came back as and the reason its /status gives;
+- ``churn`` (opt-in): ``cycles`` times in a row, the same quiet convergence, a NodeLoss, a
+  SIGTERM, the data directory wiped, ``duration`` seconds down and a restart with the same
+  node id: every restart is a new actor (an IncarnationCheck each), which then serves clients
+  for ``duration`` seconds before the next cycle.
+
+A restore or a churn whose cluster does not converge within ``converge_timeout`` leaves the
+node as it is and is reported as a problem: every link is healthy then (the fault holds both
+lanes) and no client writes, so a cluster that does not converge is a bug.
 
 Every fault is undone by its own task, even when cancelled, and :meth:`Nemesis.heal` (the final
 phase) heals every link, resumes paused nodes and restarts dead ones.
@@ -28,19 +44,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from vvstore.harness.checker import History, NodeLoss
-from vvstore.harness.cluster import CLIENT, Cluster
+from vvstore.harness.checker import History, NodeLoss, NodeLossKind
+from vvstore.harness.cluster import CLIENT, DB_FILE, Cluster, restore_in_place
 from vvstore.harness.faults.schedule import Fault, Schedule
 from vvstore.harness.faults.workload import Workload
 from vvstore.harness.proxy import FaultProxy
 
-__all__ = ["KillCheck", "Nemesis", "NemesisEvent", "Network"]
+__all__ = ["IncarnationCheck", "KillCheck", "Nemesis", "NemesisEvent", "Network"]
 
 Mode = Literal["drop", "refuse"]
 Direction = tuple[str, str]
@@ -48,6 +65,11 @@ Policies = Mapping[Direction, Mode]
 
 # How long a wipe or a restore waits for the other nodes to cover the victim's vector.
 COVERAGE_TIMEOUT_S = 45.0
+# How long a restore in place or a churn cycle waits for the quiet cluster to converge.
+CONVERGE_TIMEOUT_S = 45.0
+# How long a restarted node may hold its writes for the start-up fence (the node gives up on
+# its peers after its --identity-confirm-timeout, 5 s by default, and takes a fresh actor).
+FENCE_TIMEOUT_S = 15.0
 POLL_S = 0.1
 
 
@@ -151,6 +173,73 @@ class KillCheck:
         return {**asdict(self), "time": round(self.time, 3), "ok": self.ok}
 
 
+@dataclass(frozen=True, slots=True)
+class IncarnationCheck:
+    """What a node restored in place (``restore``) or wiped (``churn``) came back as.
+
+    ``actor_before``: its actor when the backup was taken (restore) or when it was stopped
+    (churn). ``backup_seq``: restore only, that actor's seq in the node's /status read just
+    after the backup, so at least what the copy holds. ``peers_seq``: the most of that actor
+    any other node held once the cluster had converged, before the stop. ``reason`` and
+    ``actor_after``: the restarted node's /status once its start-up fence was lifted.
+
+    A new actor is *required* after a churn (the database is new) and after a restore when
+    ``peers_seq > backup_seq`` (a peer holds dots of the old actor that the restored counter
+    would issue again). The check holds when a required new actor was taken.
+    """
+
+    node: str
+    kind: str
+    fault: int
+    cycle: int
+    time: float
+    actor_before: str
+    actor_after: str
+    reason: str | None
+    backup_seq: int
+    peers_seq: int
+
+    @property
+    def required(self) -> bool:
+        return self.kind == "churn" or self.peers_seq > self.backup_seq
+
+    @property
+    def new_actor(self) -> bool:
+        return self.actor_after != self.actor_before
+
+    @property
+    def ok(self) -> bool:
+        return self.new_actor or not self.required
+
+    def describe(self) -> str:
+        what = (
+            f"restore of {self.node} in place"
+            if self.kind == "restore"
+            else f"churn of {self.node}, cycle {self.cycle}"
+        )
+        held = f"peers held {self.actor_before} up to seq {self.peers_seq}"
+        if self.kind == "restore":
+            held += f", the copy at most up to seq {self.backup_seq}"
+        if self.new_actor:
+            outcome = f"new actor {self.actor_after} ({self.reason or 'no reason given'}): ok"
+        elif self.required:
+            outcome = (
+                f"KEPT ITS ACTOR {self.actor_before}: it may issue a dot that a peer holds "
+                "with other contents"
+            )
+        else:
+            outcome = f"kept {self.actor_before}: ok, nothing of it was written after the copy"
+        return f"{what} at t={self.time:.1f} s: {held}; {outcome}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "time": round(self.time, 3),
+            "required": self.required,
+            "ok": self.ok,
+        }
+
+
 class Nemesis:
     """Executes one schedule; collects its log, node losses, kill checks and problems."""
 
@@ -162,16 +251,22 @@ class Nemesis:
         clock: Callable[[], float],
         *,
         coverage_timeout: float = COVERAGE_TIMEOUT_S,
+        converge_timeout: float = CONVERGE_TIMEOUT_S,
+        fence_timeout: float = FENCE_TIMEOUT_S,
     ) -> None:
         self.cluster = cluster
         self.workload = workload
         self.history = history
         self.clock = clock
         self.coverage_timeout = coverage_timeout
+        self.converge_timeout = converge_timeout
+        self.fence_timeout = fence_timeout
         self.network = Network(cluster.proxy)
         self.events: list[NemesisEvent] = []
         self.losses: list[NodeLoss] = []
         self.kill_checks: list[KillCheck] = []
+        #: One per restore in place and per churn cycle.
+        self.incarnation_checks: list[IncarnationCheck] = []
         #: Faults that did not do what they should (a node that would not restart, ...).
         self.problems: list[str] = []
         self.executed: Counter[str] = Counter()
@@ -254,6 +349,10 @@ class Nemesis:
             await self._kill(index, fault)
         elif fault.kind == "pause":
             await self._pause(index, fault)
+        elif fault.kind == "restore":
+            await self._restore(index, fault)
+        elif fault.kind == "churn":
+            await self._churn(index, fault)
         else:
             await self._replace(index, fault)
 
@@ -409,6 +508,176 @@ class Nemesis:
                 return loop.time() - start
             await asyncio.sleep(POLL_S)
         return None
+
+    async def _restore(self, index: int, fault: Fault) -> None:
+        name = fault.victim
+        copy = self.cluster.workdir / "copies" / f"{name}-{next(self._copies)}"
+        await self.cluster.backup(name, copy)
+        # Read after the backup, so the seq is at least what the copy holds.
+        status = await self._status(name)
+        actor_before = str(status["actor"])
+        backup_seq = int(status["version"].get(actor_before, 0))
+        self._log(
+            index,
+            fault.kind,
+            "backup",
+            f"online backup of {name} ({actor_before} at seq {backup_seq} at most)",
+        )
+        await asyncio.sleep(fault.duration)
+        token = self.network.add(self._no_clients((name,)))
+        try:
+            statuses = await self._converge_and_stop(index, fault, "restore")
+            if statuses is None:
+                return
+            peers_seq = self._peers_seq(statuses, name, actor_before)
+            db = self.cluster.data_dir(name) / DB_FILE
+            inode = db.stat().st_ino
+            await asyncio.to_thread(restore_in_place, copy / DB_FILE, db)
+            if db.stat().st_ino != inode:
+                raise RuntimeError(f"restoring {name}'s backup in place changed its inode")
+            shutil.rmtree(copy, ignore_errors=True)
+            self._log(
+                index,
+                fault.kind,
+                "restore",
+                f"backup copied over {name}'s database (same inode); peers hold "
+                f"{actor_before} up to seq {peers_seq}",
+            )
+            await self.cluster.restart(name)
+        finally:
+            # Clients reach it again at once: writes that arrive while its start-up fence
+            # holds wait (none is refused), and go out under whatever actor it ends up with.
+            self.network.remove(token)
+        await self._check_incarnation(
+            index, fault, 0, actor_before, backup_seq=backup_seq, peers_seq=peers_seq
+        )
+
+    async def _churn(self, index: int, fault: Fault) -> None:
+        name = fault.victim
+        for cycle in range(1, fault.cycles + 1):
+            token = self.network.add(self._no_clients((name,)))
+            try:
+                statuses = await self._converge_and_stop(index, fault, "wipe")
+                if statuses is None:
+                    return
+                actor_before = str(statuses[name]["actor"])
+                peers_seq = self._peers_seq(statuses, name, actor_before)
+                self.cluster.replace_data(name, None)
+                self._log(
+                    index,
+                    fault.kind,
+                    "wipe",
+                    f"cycle {cycle}/{fault.cycles}: wiped {name}'s data directory "
+                    f"(was {actor_before}), down {fault.duration:.1f} s",
+                )
+                await asyncio.sleep(fault.duration)
+                await self.cluster.restart(name)
+            finally:
+                self.network.remove(token)
+            await self._check_incarnation(
+                index, fault, cycle, actor_before, backup_seq=0, peers_seq=peers_seq
+            )
+            # The new incarnation takes writes of its own before the next cycle ends it.
+            await asyncio.sleep(fault.duration)
+
+    def _no_clients(self, names: Iterable[str]) -> dict[Direction, Mode]:
+        """Refuse every client connection to ``names``, in both directions (live ones reset)."""
+        return {d: "refuse" for name in names for d in ((CLIENT, name), (name, CLIENT))}
+
+    async def _converge_and_stop(
+        self, index: int, fault: Fault, loss: NodeLossKind
+    ) -> dict[str, dict[str, Any]] | None:
+        """Refuse every client, wait until the cluster converges, then record a NodeLoss of the
+        victim and stop it with SIGTERM; every node's /status at convergence.
+
+        None when the cluster did not converge within ``converge_timeout``: the victim is left
+        running and the problem is reported. Clients reach the other nodes again on return
+        (the caller keeps the victim's own clients out).
+        """
+        name = fault.victim
+        token = self.network.add(self._no_clients(self.cluster.names))
+        try:
+            try:
+                took = await self.cluster.wait_converged(self.converge_timeout)
+            except TimeoutError as exc:
+                self.skipped[fault.kind] += 1
+                self.problems.append(
+                    f"fault #{index} ({fault.kind} of {name}): the cluster did not converge "
+                    f"within {self.converge_timeout:g} s with every client refused, so {name} "
+                    f"was left as it was: {str(exc).splitlines()[0]}"
+                )
+                self._log(
+                    index, fault.kind, "skip", f"not converged in {self.converge_timeout:g} s"
+                )
+                return None
+            statuses = {n: await self._status(n) for n in self.cluster.names}
+            self._log(index, fault.kind, "converged", f"after {took:.2f} s, clients refused")
+            self.losses.append(NodeLoss(len(self.history.ops), name, loss, self.clock()))
+            code = await self.cluster.processes[name].stop()
+            self._log(index, fault.kind, "stop", f"SIGTERM {name}: exit status {code}")
+            if code != 0:
+                self.problems.append(
+                    f"node {name} exited with status {code} on SIGTERM (fault #{index})"
+                )
+            return statuses
+        finally:
+            self.network.remove(token)
+
+    @staticmethod
+    def _peers_seq(statuses: Mapping[str, Mapping[str, Any]], name: str, actor: str) -> int:
+        """The most of ``actor`` any node but ``name`` holds."""
+        return max(
+            (int(s["version"].get(actor, 0)) for n, s in statuses.items() if n != name),
+            default=0,
+        )
+
+    async def _status(self, name: str) -> dict[str, Any]:
+        status = await self.cluster.status(name)
+        if status is None:
+            raise RuntimeError(f"node {name} did not answer /status")
+        return status
+
+    async def _unfenced(self, name: str) -> dict[str, Any]:
+        """The node's /status once its start-up fence no longer holds its writes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.fence_timeout
+        while True:
+            status = await self.cluster.status(name)
+            if status is not None and not (status.get("incarnation") or {}).get("writes_fenced"):
+                return status
+            if loop.time() >= deadline:
+                raise RuntimeError(
+                    f"node {name} still held its writes for the start-up fence (or did not "
+                    f"answer) {self.fence_timeout:g} s after its restart"
+                )
+            await asyncio.sleep(POLL_S)
+
+    async def _check_incarnation(
+        self,
+        index: int,
+        fault: Fault,
+        cycle: int,
+        actor_before: str,
+        *,
+        backup_seq: int,
+        peers_seq: int,
+    ) -> None:
+        name = fault.victim
+        status = await self._unfenced(name)
+        check = IncarnationCheck(
+            node=name,
+            kind=fault.kind,
+            fault=index,
+            cycle=cycle,
+            time=self.clock(),
+            actor_before=actor_before,
+            actor_after=str(status["actor"]),
+            reason=(status.get("incarnation") or {}).get("reason"),
+            backup_seq=backup_seq,
+            peers_seq=peers_seq,
+        )
+        self.incarnation_checks.append(check)
+        self._log(index, fault.kind, "restart", check.describe())
 
     # -- the final phase ----------------------------------------------------------------------
 

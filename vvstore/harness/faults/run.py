@@ -28,9 +28,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from vvstore.actor import is_actor_of
 from vvstore.harness.checker import FaultVerdict, History, NodeLoss, check_faults, summarize_faults
 from vvstore.harness.cluster import Cluster, durabilities
-from vvstore.harness.faults.nemesis import KillCheck, Nemesis, NemesisEvent
+from vvstore.harness.faults.nemesis import IncarnationCheck, KillCheck, Nemesis, NemesisEvent
 from vvstore.harness.faults.schedule import (
     Fault,
     Schedule,
@@ -46,9 +47,11 @@ __all__ = [
     "RunOptions",
     "RunResult",
     "checkpoint_windows",
+    "churn_run",
     "kill_cycles",
     "load_replay",
     "recheck",
+    "restore_cycles",
     "run_faults",
     "shrink",
 ]
@@ -189,7 +192,10 @@ class RunResult:
     events: list[NemesisEvent] = field(default_factory=list)
     losses: list[NodeLoss] = field(default_factory=list)
     kill_checks: list[KillCheck] = field(default_factory=list)
+    incarnation_checks: list[IncarnationCheck] = field(default_factory=list)
     final_state: dict[str, dict[str, int]] = field(default_factory=dict)
+    # node -> its /status vector when the nodes last converged (a final phase).
+    final_vectors: dict[str, dict[str, int]] = field(default_factory=dict)
     verdict: FaultVerdict | None = None
     problems: list[str] = field(default_factory=list)
     executed: Counter[str] = field(default_factory=Counter)
@@ -232,6 +238,7 @@ class RunResult:
         acked = {op.idempotency_key for op in ops if op.f == "add" and op.type == "ok"}
         v = self.verdict
         checks = self.kill_checks
+        incarnations = self.incarnation_checks
         return {
             "seed": self.options.seed,
             "duration_s": self.schedule.options.duration,
@@ -258,6 +265,17 @@ class RunResult:
             "kills_checked": len(checks),
             "kills_ok": sum(c.ok for c in checks),
             "kills_by_durability": dict(sorted(Counter(c.durability for c in checks).items())),
+            "incarnations_checked": len(incarnations),
+            "incarnations_ok": sum(c.ok for c in incarnations),
+            "new_actors": sum(c.new_actor for c in incarnations),
+            "incarnations_by_kind": dict(sorted(Counter(c.kind for c in incarnations).items())),
+            "incarnation_reasons": dict(
+                sorted(Counter(c.reason or "(none)" for c in incarnations).items())
+            ),
+            # Actors in each node's vector when the nodes last converged, and how many of
+            # them are each node's own (its incarnations seen by the cluster).
+            "vector_actors": {n: len(vec) for n, vec in sorted(self.final_vectors.items())},
+            "actors_per_node": _actors_per_node(self.final_vectors),
             "lost": v.lost if v else None,
             "doubled": v.doubled if v else None,
             "lost_to_wipe": v.lost_to_wipe if v else None,
@@ -294,6 +312,14 @@ class RunResult:
             if self.integrity and all(r == "ok" for r in self.integrity.values())
             else "integrity NOT ok"
         )
+        incarnations = (
+            f"{f['incarnations_ok']}/{f['incarnations_checked']} restores and churn restarts "
+            f"took the actor they had to ({f['new_actors']} new actors, vectors of "
+            + ", ".join(f"{n} {k}" for n, k in f["vector_actors"].items())
+            + " actors); "
+            if self.incarnation_checks
+            else ""
+        )
         figures = (
             f"{f['acknowledged']:,} increments acknowledged of {f['increments']:,} "
             f"({f['attempts_indefinite']:,} indefinite attempts, {f['replayed']:,} replays, "
@@ -302,7 +328,7 @@ class RunResult:
             f"{f['lost_to_wipe']} lost to wipes; {f['reads_judged']:,} reads judged, "
             f"{len(self.verdict.read_violations) if self.verdict else 0} violations; "
             f"{f['kills_ok']}/{f['kills_checked']} kills kept every acknowledged write; "
-            f"{converged}; {integrity}; {f['wall_seconds']:.1f} s"
+            f"{incarnations}{converged}; {integrity}; {f['wall_seconds']:.1f} s"
         )
         head = "VERDICT ok" if self.ok else "VERDICT FAILED"
         return f"{head}: seed {self.options.seed}: {figures}"
@@ -324,6 +350,8 @@ class RunResult:
             "events": [event.to_dict() for event in self.events],
             "losses": [loss.to_dict() for loss in self.losses],
             "kill_checks": [check.to_dict() for check in self.kill_checks],
+            "incarnation_checks": [check.to_dict() for check in self.incarnation_checks],
+            "final_vectors": self.final_vectors,
             "checkpoints": [checkpoint.to_dict() for checkpoint in self.checkpoints],
             "errors": dict(self.errors.most_common()),
             "final_state": self.final_state,
@@ -341,6 +369,14 @@ class RunResult:
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _actors_per_node(vectors: Mapping[str, Mapping[str, int]]) -> dict[str, int]:
+    """Node -> how many of its own actors (incarnations) the converged vectors hold."""
+    actors = {actor for vector in vectors.values() for actor in vector}
+    return {
+        node: sum(1 for actor in actors if is_actor_of(actor, node)) for node in sorted(vectors)
+    }
 
 
 # --- replay, recheck, regression files -------------------------------------------------------
@@ -389,6 +425,35 @@ def kill_cycles(count: int = 5, every: float = 3.0, seed: int = 100) -> tuple[Ru
         Fault(1.0 + i * every, "kill", 0.5 + 0.25 * (i % 3), (nodes[i % len(nodes)],))
         for i in range(count)
     )
+    return (
+        RunOptions(seed=seed, schedule=schedule_options, workload=SHORT_TIER_WORKLOAD),
+        Schedule(seed, schedule_options, faults),
+    )
+
+
+def restore_cycles(
+    count: int = 2, every: float = 5.0, seed: int = 200
+) -> tuple[RunOptions, Schedule]:
+    """``count`` restores in place, one every ``every`` seconds, round the nodes: each takes an
+    online backup, lets 1.5 s of writes go by, then restores it over the same file."""
+    schedule_options = replace(
+        short_tier_options(), duration=1.0 + count * every, kinds=("restore",)
+    )
+    nodes = schedule_options.nodes
+    faults = tuple(
+        Fault(1.0 + i * every, "restore", 1.5, (nodes[(i + 1) % len(nodes)],)) for i in range(count)
+    )
+    return (
+        RunOptions(seed=seed, schedule=schedule_options, workload=SHORT_TIER_WORKLOAD),
+        Schedule(seed, schedule_options, faults),
+    )
+
+
+def churn_run(cycles: int = 3, seed: int = 300, node: str = "B") -> tuple[RunOptions, Schedule]:
+    """One churn of ``node`` (B: durability normal in the mixed default): ``cycles`` times
+    converge, stop, wipe, 0.5 s down and restart, under the short tier's workload."""
+    schedule_options = replace(short_tier_options(), duration=2.0 + cycles * 3.5, kinds=("churn",))
+    faults = (Fault(1.0, "churn", 0.5, (node,), cycles=cycles),)
     return (
         RunOptions(seed=seed, schedule=schedule_options, workload=SHORT_TIER_WORKLOAD),
         Schedule(seed, schedule_options, faults),
@@ -559,6 +624,11 @@ async def _final_phase(
                 for name, state in zip(cluster.names, states, strict=True)
                 if state is not None
             }
+            result.final_vectors = {
+                name: dict(state[0])
+                for name, state in zip(cluster.names, states, strict=True)
+                if state is not None
+            }
             break
         if loop.time() - ended > patience:
             # Judge what the nodes hold anyway: the verdict then says how they differ.
@@ -604,6 +674,7 @@ def _collect(result: RunResult, workload: Workload, nemesis: Nemesis) -> None:
     result.events = nemesis.events
     result.losses = nemesis.losses
     result.kill_checks = nemesis.kill_checks
+    result.incarnation_checks = nemesis.incarnation_checks
     result.executed = nemesis.executed
     result.skipped = nemesis.skipped
     result.outcomes = workload.outcomes
@@ -642,6 +713,7 @@ def _judge(result: RunResult, options: RunOptions) -> None:
     if not result.checkpoints:
         problems.append("the run never reached its final phase")
     problems.extend(check.describe() for check in result.kill_checks if not check.ok)
+    problems.extend(check.describe() for check in result.incarnation_checks if not check.ok)
     problems.extend(
         f"PRAGMA integrity_check on {name}: {report}"
         for name, report in result.integrity.items()
@@ -741,7 +813,7 @@ async def shrink(
         # end the workload 3 s after the last fault.
         shift = current.faults[0].at - current.options.first
         faults = tuple(replace(f, at=f.at - shift) for f in current.faults)
-        last = max(f.at + f.duration for f in faults)
+        last = max(f.at + f.extent for f in faults)
         duration = min(current.options.duration, last + 3.0)
         shorter = replace(
             current, options=replace(current.options, duration=duration), faults=faults
@@ -825,6 +897,18 @@ def report_text(result: RunResult) -> str:
         f"kills checked: {f['kills_checked']} ("
         + ", ".join(f"{d} {n}" for d, n in f["kills_by_durability"].items())
         + f"); {f['kills_ok']} kept every acknowledged write",
+        f"restores in place and churn restarts checked: {f['incarnations_checked']} ("
+        + ", ".join(f"{k} {n}" for k, n in f["incarnations_by_kind"].items())
+        + f"); {f['incarnations_ok']} took the actor they had to, {f['new_actors']} new actors"
+        + (
+            "; reasons: " + "; ".join(f"{r!r} x{n}" for r, n in f["incarnation_reasons"].items())
+            if f["incarnation_reasons"]
+            else ""
+        ),
+        "actors in each node's converged vector: "
+        + (", ".join(f"{n} {k}" for n, k in f["vector_actors"].items()) or "?")
+        + "; each node's own actors in it: "
+        + (", ".join(f"{n} {k}" for n, k in f["actors_per_node"].items()) or "?"),
         f"lost {f['lost']}, doubled {f['doubled']}, lost_to_wipe {f['lost_to_wipe']}",
         f"convergence after each final phase (goal {o.converge_goal:g} s, limit "
         f"{o.converge_limit:g} s): "

@@ -6,11 +6,16 @@
 as JSON and run again as it is.
 
 Faults run in two *lanes*, as in Jepsen's combined nemesis: one network fault and one process
-fault may be active at the same time, but two faults of one lane never overlap. A wipe or a
-restart from a stale copy needs the whole cluster quiet (the nemesis waits until every other node
-holds the victim's entries first), so it takes both lanes. Times are seconds from the start of
-the workload; every fault ends by ``duration`` except for the restart that follows a kill, a
-wipe or a restore, which the runner performs as soon as it can.
+fault may be active at the same time, but two faults of one lane never overlap. A wipe, a
+restart from a stale copy, a restore in place and a churn need the whole cluster quiet (the
+nemesis waits until the other nodes hold the victim's entries first), so they take both lanes.
+Times are seconds from the start of the workload; every fault ends by ``duration`` except for
+the restart that follows a kill, a wipe or a restore (and the convergence waits and restarts of
+a churn's cycles), which the runner performs as soon as it can.
+
+Two kinds are *opt-in* (:data:`OPT_IN_KINDS`: ``restore`` and ``churn``): they are on the menu
+and drawn when asked for (``kinds``), but not by default, so that every seed drawn with the
+default kinds gives the schedule it gave before they existed.
 
 This module is pure: standard library only, no I/O and no clock; its only randomness is the
 generator seeded from the caller's seed.
@@ -27,9 +32,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = [
+    "DEFAULT_KINDS",
     "EXCLUSIVE_KINDS",
     "FAULT_KINDS",
+    "MAX_CHURN_CYCLES",
     "NETWORK_KINDS",
+    "OPT_IN_KINDS",
     "PROCESS_KINDS",
     "Fault",
     "Schedule",
@@ -52,18 +60,28 @@ FAULT_KINDS: dict[str, str] = {
     "pause": "SIGSTOP of a node for longer than the client timeout, then SIGCONT",
     "restore_stale": "a node restarted from a copy of its data directory taken seconds earlier",
     "wipe": "a node restarted with its data directory wiped",
+    "restore": "a node's online backup restored in place (same inode) seconds later (opt-in)",
+    "churn": "a node stopped, wiped and restarted as a new actor, several times (opt-in)",
 }
 NETWORK_KINDS = frozenset(
     {"isolate", "split", "bridge", "one_way", "flap", "swallow", "long_partition"}
 )
 PROCESS_KINDS = frozenset({"kill", "pause"})
-EXCLUSIVE_KINDS = frozenset({"restore_stale", "wipe"})
+EXCLUSIVE_KINDS = frozenset({"restore_stale", "wipe", "restore", "churn"})
+#: On the menu, but drawn only when asked for (see the module docstring).
+OPT_IN_KINDS = frozenset({"restore", "churn"})
+#: What a schedule draws from unless told otherwise.
+DEFAULT_KINDS: tuple[str, ...] = tuple(k for k in FAULT_KINDS if k not in OPT_IN_KINDS)
+#: Most stop-wipe-restart cycles of one churn fault.
+MAX_CHURN_CYCLES = 10
 _TWO_NODE_KINDS = frozenset({"one_way", "flap"})
 
 # Seconds a lane stays busy after a fault that restarts a node: the restart itself, the
-# crash check, and (wipe, restore) the wait until the other nodes hold the victim's entries.
+# crash check, and (wipe, restore) the wait until the other nodes hold the victim's entries;
+# a churn needs about that for each of its cycles.
 _RESTART_MARGIN_S = 1.5
 _EXCLUSIVE_MARGIN_S = 3.0
+_CHURN_CYCLE_MARGIN_S = 2.5
 
 _FORMAT = "vvstore-fault-schedule"
 _VERSION = 1
@@ -90,8 +108,8 @@ class ScheduleOptions:
 
     # Seconds of workload; every fault ends by then (restarts may run later).
     duration: float = 15.0
-    # Kinds to draw from (see FAULT_KINDS).
-    kinds: tuple[str, ...] = tuple(FAULT_KINDS)
+    # Kinds to draw from (see FAULT_KINDS; by default all but the opt-in ones).
+    kinds: tuple[str, ...] = DEFAULT_KINDS
     # The nodes' names; at least three (a bridge needs three).
     nodes: tuple[str, ...] = ("A", "B", "C")
     # (kind, relative weight) for kinds that should come up more or less often than 1.
@@ -111,6 +129,9 @@ class ScheduleOptions:
     stale_age: Range = (1.0, 3.0)
     # How long each half of a flap lasts.
     flap_period: Range = (0.2, 1.0)
+    # How many stop-wipe-restart cycles a churn runs (integers, low <= high); each cycle keeps
+    # the node down for a time drawn from ``down``.
+    churn_cycles: tuple[int, int] = (2, 3)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.duration, int | float) and 0 < self.duration <= 7 * 24 * 3600):
@@ -134,6 +155,17 @@ class ScheduleOptions:
         _check_range("down", self.down)
         _check_range("stale_age", self.stale_age)
         _check_range("flap_period", self.flap_period, low=0.05)
+        cycles = self.churn_cycles
+        if not (
+            isinstance(cycles, tuple)
+            and len(cycles) == 2
+            and all(isinstance(c, int) and not isinstance(c, bool) for c in cycles)
+            and 1 <= cycles[0] <= cycles[1] <= MAX_CHURN_CYCLES
+        ):
+            raise ValueError(
+                f"churn_cycles must be (low, high) integers with 1 <= low <= high <= "
+                f"{MAX_CHURN_CYCLES}, got {cycles!r}"
+            )
 
     def weight(self, kind: str) -> float:
         return dict(self.weights).get(kind, 1.0)
@@ -152,13 +184,14 @@ class ScheduleOptions:
             "down": list(self.down),
             "stale_age": list(self.stale_age),
             "flap_period": list(self.flap_period),
+            "churn_cycles": list(self.churn_cycles),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ScheduleOptions:
         ranges = {"gap", "partition", "long_partition", "pause", "down", "stale_age"}
         ranges.add("flap_period")
-        known = ranges | {"duration", "kinds", "nodes", "weights", "first"}
+        known = ranges | {"duration", "kinds", "nodes", "weights", "first", "churn_cycles"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown schedule options: {unknown}")
@@ -166,6 +199,8 @@ class ScheduleOptions:
         for name, value in data.items():
             if name in ranges:
                 fields[name] = tuple(float(x) for x in value)
+            elif name == "churn_cycles":
+                fields[name] = tuple(int(x) for x in value)
             elif name in ("kinds", "nodes"):
                 fields[name] = tuple(value)
             elif name == "weights":
@@ -181,8 +216,11 @@ class Fault:
 
     ``nodes`` by kind: ``one_way`` (source, destination); ``flap`` the two ends of the link;
     ``bridge`` the node that sees both sides; every other kind (victim,). ``duration`` is how
-    long the fault lasts (``kill``: how long the node stays down; ``restore_stale``: the age of
-    the copy; ``wipe``: how long the node stays down). ``period`` is the half-period of a flap.
+    long the fault lasts (``kill``: how long the node stays down; ``restore_stale`` and
+    ``restore``: the age of the copy; ``wipe``: how long the node stays down; ``churn``: how
+    long the node stays down in *each* cycle, and then serves clients before the next).
+    ``period`` is the half-period of a flap;
+    ``cycles`` the number of stop-wipe-restart cycles of a churn (0 for every other kind).
     """
 
     at: float
@@ -190,6 +228,7 @@ class Fault:
     duration: float
     nodes: tuple[str, ...]
     period: float = 0.0
+    cycles: int = 0
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -201,10 +240,20 @@ class Fault:
             raise ValueError(f"{self.kind} needs {wanted} distinct node(s), got {self.nodes!r}")
         if self.kind == "flap" and not self.period > 0:
             raise ValueError("a flap needs a period > 0")
+        if self.kind == "churn" and not 1 <= self.cycles <= MAX_CHURN_CYCLES:
+            raise ValueError(f"a churn needs 1 to {MAX_CHURN_CYCLES} cycles, got {self.cycles!r}")
+        if self.kind != "churn" and self.cycles != 0:
+            raise ValueError(f"only a churn has cycles, got {self.cycles!r} for {self.kind}")
 
     @property
     def lanes(self) -> tuple[str, ...]:
         return _lanes(self.kind)
+
+    @property
+    def extent(self) -> float:
+        """Seconds the fault itself lasts, restarts aside: ``duration``, or for a churn the
+        down and up times of every cycle together."""
+        return self.duration * _extent_factor(self.kind, self.cycles)
 
     @property
     def victim(self) -> str:
@@ -236,6 +285,10 @@ class Fault:
             "pause": f"SIGSTOP {a} for {d}, then SIGCONT",
             "restore_stale": f"copy {a}'s data directory; {d} later restart {a} from the copy",
             "wipe": f"wipe {a}'s data directory (down {d}) and restart it",
+            "restore": f"back up {a}'s database online; {d} later stop {a}, restore the backup "
+            "in place (same inode) and restart it",
+            "churn": f"churn {a}: {self.cycles} x (converge, stop, wipe, down {d}, restart as a "
+            f"new actor, serve {d})",
         }[self.kind]
         return text
 
@@ -248,11 +301,13 @@ class Fault:
         }
         if self.kind == "flap":
             data["period"] = self.period
+        if self.kind == "churn":
+            data["cycles"] = self.cycles
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fault:
-        unknown = sorted(set(data) - {"at", "kind", "duration", "nodes", "period"})
+        unknown = sorted(set(data) - {"at", "kind", "duration", "nodes", "period", "cycles"})
         if unknown:
             raise ValueError(f"unknown fault fields: {unknown}")
         return cls(
@@ -261,6 +316,7 @@ class Fault:
             duration=float(data["duration"]),
             nodes=tuple(str(n) for n in data["nodes"]),
             period=float(data.get("period", 0.0)),
+            cycles=int(data.get("cycles", 0)),
         )
 
 
@@ -322,7 +378,9 @@ def _length_range(kind: str, options: ScheduleOptions) -> Range:
         "pause": options.pause,
         "kill": options.down,
         "wipe": options.down,
+        "churn": options.down,
         "restore_stale": options.stale_age,
+        "restore": options.stale_age,
     }.get(kind, options.partition)
 
 
@@ -333,7 +391,14 @@ def _lanes(kind: str) -> tuple[str, ...]:
     return ("network",) if kind in NETWORK_KINDS else ("process",)
 
 
-def _margin(kind: str) -> float:
+def _extent_factor(kind: str, cycles: int) -> int:
+    """How many times its ``duration`` a fault lasts: a churn cycle is down, then up."""
+    return 2 * cycles if kind == "churn" else 1
+
+
+def _margin(kind: str, cycles: int) -> float:
+    if kind == "churn":
+        return _CHURN_CYCLE_MARGIN_S * cycles
     if kind in EXCLUSIVE_KINDS:
         return _EXCLUSIVE_MARGIN_S
     return _RESTART_MARGIN_S if kind == "kill" else 0.0
@@ -362,17 +427,20 @@ def generate(seed: int, options: ScheduleOptions | None = None) -> Schedule:
         length = _draw(rng, span)
         first_node, second_node = rng.sample(list(options.nodes), 2)
         period = _draw(rng, options.flap_period) if kind == "flap" else 0.0
+        # Drawn for a churn only, so schedules without one are those drawn before churns were.
+        cycles = rng.randint(*options.churn_cycles) if kind == "churn" else 0
         gap = _draw(rng, options.gap)
         lanes = _lanes(kind)
         start = max(t, *(free[lane] for lane in lanes))
-        length = min(length, end - start)
+        length = min(length, (end - start) / _extent_factor(kind, cycles))
         if length < span[0] or length < 2 * period:
             t += gap
             continue
         nodes = (first_node, second_node) if kind in _TWO_NODE_KINDS else (first_node,)
-        faults.append(Fault(start, kind, length, nodes, period))
+        fault = Fault(start, kind, length, nodes, period, cycles)
+        faults.append(fault)
         for lane in lanes:
-            free[lane] = start + length + _margin(kind)
+            free[lane] = start + fault.extent + _margin(kind, cycles)
         t = start + gap
     return Schedule(seed, options, tuple(faults))
 
