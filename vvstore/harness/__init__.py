@@ -1,6 +1,10 @@
 """The test harness: everything that drives, breaks and judges nodes, and is not a node.
 
 - :mod:`~vvstore.harness.launcher` starts and stops real ``vvstore serve`` processes;
+- :mod:`~vvstore.harness.cluster` is the one real-process cluster fixture (N nodes behind
+  proxies, partition, heal, wait converged, restore in place, wipe);
+- :mod:`~vvstore.harness.release` materialises an earlier commit, to run a mixed-version
+  cluster;
 - :mod:`~vvstore.harness.proxy` is a fault-injecting TCP proxy between them;
 - :mod:`~vvstore.harness.testing` is the in-memory network of the in-process tier;
 - :mod:`~vvstore.harness.checker` judges a history of operations (pure);
