@@ -40,6 +40,7 @@ from vvstore.retirement import Retirements
 from vvstore.wire import FORMAT_VERSION, Notice, Page, PullRequest, RetiredPage, RetiredRequest
 
 __all__ = [
+    "TROUBLE_LOG_INTERVAL",
     "VERSION_RETRY",
     "Applied",
     "Peer",
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds before a peer that refused our newest format version is asked in it again.
 VERSION_RETRY = 300.0
+#: Seconds between two log lines about the same trouble with one peer.
+TROUBLE_LOG_INTERVAL = 60.0
 # Pages of a peer's retirement map one round may fetch (5,000 retirements each).
 _MAX_RETIRED_PAGES = 1000
 
@@ -291,6 +294,11 @@ class PeerLink:
     version_retry_at: float = 0.0
     #: The peer's retirement map as last seen (what our vectors to it are compact against).
     retired: Retirements | None = None
+    #: Peer trouble is logged when it starts or changes, then at most once a minute: when and
+    #: what was last logged, and how many failures went unlogged since.
+    trouble_logged_at: float | None = None
+    trouble_logged: str | None = None
+    trouble_unlogged: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def to_dict(self) -> dict[str, Any]:
@@ -432,6 +440,11 @@ class SyncLoop:
                 log.exception("pull from %s raised unexpectedly", link.peer.url)
                 await self._failed(link, exc)
                 return None
+        if link.failures:
+            log.warning(
+                "pull from %s works again after %d failed attempts", link.peer.url, link.failures
+            )
+            link.trouble_logged_at, link.trouble_logged, link.trouble_unlogged = None, None, 0
         link.failures = 0
         link.reachable = True
         link.last_success = self._clock()
@@ -459,6 +472,18 @@ class SyncLoop:
         link.failures += 1
         link.reachable = False
         link.last_error = f"{type(exc).__name__}: {exc}"
+        # Logged when the trouble starts or changes kind, then at most once a minute: a dead
+        # peer does not fill the log with a line per backoff.
+        kind, now = type(exc).__name__, self._clock()
+        if (
+            link.trouble_logged == kind
+            and link.trouble_logged_at is not None
+            and now - link.trouble_logged_at < TROUBLE_LOG_INTERVAL
+        ):
+            link.trouble_unlogged += 1
+            return
+        unlogged, link.trouble_unlogged = link.trouble_unlogged, 0
+        link.trouble_logged_at, link.trouble_logged = now, kind
         ours: str
         try:
             # Retired actors held in full are left out, so the line stays O(live actors).
@@ -469,11 +494,12 @@ class SyncLoop:
         except VVStoreError as read_error:
             ours = f"unknown ({read_error})"
         log.warning(
-            "pull from %s failed (attempt %d, our vector %s): %s",
+            "pull from %s failed (attempt %d, our vector %s): %s%s",
             link.peer.url,
             link.failures,
             ours,
             link.last_error,
+            f" ({unlogged} more failures like it since the last line)" if unlogged else "",
         )
 
     async def _run_notices(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -15,7 +16,7 @@ from vvstore.config import NodeConfig
 from vvstore.errors import MalformedPayload, RoundAbandoned, VVStoreError
 from vvstore.harness.testing import Network, open_memory_node
 from vvstore.node import Node
-from vvstore.sync import PullRound, pull_once
+from vvstore.sync import TROUBLE_LOG_INTERVAL, PullRound, SyncLoop, pull_once
 from vvstore.wire import Notice, Page, PullRequest
 
 NAMES = ("A", "B", "C")
@@ -314,3 +315,46 @@ async def test_an_unexpected_error_in_a_round_is_counted_and_the_loop_goes_on(
     b_link.peer.pull = real
     assert await nodes["B"].sync.round(b_link) is not None
     assert b_link.failures == 0
+
+
+async def test_peer_trouble_is_logged_when_it_starts_changes_or_a_minute_passed(
+    cluster: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dead peer is one WARNING, then one a minute (with the count of those left out), and
+    one when it answers again: not a line per backoff."""
+    network, nodes = await cluster(("A", "B"))
+    now = [1000.0]
+    loop = SyncLoop(
+        nodes["A"].store,
+        [network.peer("A", "B")],
+        node_id="A",
+        actor=lambda: nodes["A"].store.actor,
+        interval=1.0,
+        backoff_cap=1.0,
+        round_timeout=5.0,
+        max_pages=10,
+        notice_delay=0.1,
+        rng=random.Random(1),
+        clock=lambda: now[0],
+    )
+    (only,) = loop.links
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "vvstore.sync"]
+
+    network.isolate("B")
+    with caplog.at_level(logging.WARNING, logger="vvstore.sync"):
+        for _ in range(10):
+            assert await loop.round(only) is None
+            now[0] += 2.0
+        assert len(lines()) == 1 and "failed (attempt 1" in lines()[0]
+        now[0] += TROUBLE_LOG_INTERVAL
+        assert await loop.round(only) is None
+        assert len(lines()) == 2 and "(9 more failures like it" in lines()[1]
+        network.heal()
+        assert await loop.round(only) is not None
+        assert len(lines()) == 3 and "works again after 11 failed attempts" in lines()[2]
+        network.isolate("B")
+        assert await loop.round(only) is None  # new trouble after a success: logged at once
+        assert len(lines()) == 4 and "failed (attempt 1" in lines()[3]
+    assert only.failures == 1
