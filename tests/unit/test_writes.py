@@ -23,6 +23,7 @@ from vvstore.codec import (
 from vvstore.counter import INT64_MAX, CounterState, Entry, Floor
 from vvstore.errors import ConflictingEntry, IdempotencyKeyReused, Overflow
 from vvstore.idempotency import Record, fingerprint, key_hash
+from vvstore.retirement import Retirements
 from vvstore.wire import MAX_FLOORS_BYTES
 from vvstore.writes import (
     Group,
@@ -31,6 +32,7 @@ from vvstore.writes import (
     compensate,
     prepare_apply,
     prepare_raise,
+    prepare_retire,
     prepare_writes,
     waiting,
 )
@@ -264,6 +266,47 @@ def test_a_vector_beyond_our_counter_switches_first() -> None:
     prepare_raise(group, ident, VersionVector({ME: 6}), committed={})
     assert group.vector == {ME: 6}  # the actor left behind is now another actor
     assert ident.actor != ME and len(group.switches) == 1
+
+
+# --- retirements -----------------------------------------------------------------------------
+
+EARLIER = "a~00000000000000e1"  # an earlier incarnation of this node
+
+
+def test_a_switch_retires_the_actor_it_leaves_if_it_issued_a_dot() -> None:
+    group, ident = Group(token=0xABC), identity(seq=3)
+    prepare_raise(group, ident, VersionVector({ME: 9}), committed={})
+    assert group.retire == {ME: 9}  # retired at 3, raised to the 9 a member holds
+    fresh, blank = Group(token=0xABC), identity(seq=0)
+    prepare_retire(fresh, blank, {ME: 1}, committed={})
+    assert [(s.left, s.seq) for s in fresh.switches] == [(ME, 0)]
+    assert fresh.retire == {ME: 1}  # the switch adds nothing: ME issued no dot in this run
+
+
+def test_raising_the_vector_retires_earlier_actors_and_raises_finals() -> None:
+    group, ident = Group(retired=Retirements({C: 2})), identity(seq=1)
+    prepare_raise(group, ident, VersionVector({EARLIER: 4, B: 3, C: 5}), committed={})
+    assert group.retire == {EARLIER: 4, C: 5}  # B is another node's: not ours to retire
+    assert not group.switches
+
+
+def test_a_peer_retiring_our_current_actor_switches_us_and_twice_stops_our_retiring() -> None:
+    group, ident = Group(token=0xABC), identity(seq=2)
+    assert prepare_retire(group, ident, {ME: 2, B: 7}, committed={}) == 1  # ME: by the switch
+    assert ident.actor != ME and [s.left for s in group.switches] == [ME]
+    assert group.retire == {ME: 2, B: 7} and ident.retire_earlier
+    second = Group(token=0xDEF)
+    prepare_retire(second, ident, {ident.actor: 1}, committed={})
+    assert not ident.retire_earlier  # another process runs as this node id: stop trading
+    later = Group()
+    prepare_raise(later, ident, VersionVector({EARLIER: 4}), committed={})
+    assert EARLIER not in later.retire
+
+
+def test_a_retirement_below_what_we_hold_is_raised_to_it() -> None:
+    group, ident = Group(retired=Retirements({B: 9})), identity(seq=1)
+    assert prepare_retire(group, ident, {B: 3, C: 1}, committed={C: 6}) == 1
+    assert group.retire == {C: 6}  # B: our map already says 9
 
 
 # --- compensation ---------------------------------------------------------------------------
