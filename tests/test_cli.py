@@ -276,13 +276,22 @@ def test_serve_and_client_commands(tmp_path: Path) -> None:
         }, server.log()
         assert json.loads(server.cli("get", "never").stdout)["value"] == 0
 
+        # --value prints the bare integer, for scripts; reset cancels what the node has seen.
+        assert server.cli("incr", "bare", "7", "--value").stdout == "7\n", server.log()
+        assert server.cli("get", "bare", "--value").stdout == "7\n", server.log()
+        reset = json.loads(server.cli("reset", "bare").stdout)
+        assert reset["key"] == "bare" and reset["value"] == 0, server.log()
+        assert server.cli("incr", "bare", "--value").stdout == "1\n", server.log()
+        assert server.cli("reset", "bare", "--value").stdout == "0\n", server.log()
+
         table = server.cli("status").stdout
         assert re.search(r"^node\s+c1$", table, re.M), table
         assert re.search(rf"^actor\s+{re.escape(server.actor)}$", table, re.M), table
         status = json.loads(server.cli("status", "--json").stdout)
         assert status["node"] == "c1" and status["actor"] == server.actor, server.log()
-        assert (status["version"], status["peers"]) == ({server.actor: 3}, []), status
-        assert status["records"] == 3, status  # each vvstore incr sends an idempotency key
+        assert (status["version"], status["peers"]) == ({server.actor: 7}, []), status
+        # Each vvstore incr and reset sends an idempotency key.
+        assert status["records"] == 7, status
         assert server.process.poll() is None, server.log()
 
 

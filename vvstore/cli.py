@@ -151,12 +151,19 @@ def _parser() -> argparse.ArgumentParser:
         help="logging threshold (default INFO)",
     )
 
-    for name, help_text in (("incr", "add to a counter"), ("get", "read a counter")):
+    for name, help_text in (
+        ("incr", "add to a counter"),
+        ("get", "read a counter"),
+        ("reset", "reset a counter: cancel every increment the node has seen"),
+    ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("key")
         if name == "incr":
             sub.add_argument("amount", nargs="?", type=int, default=1)
         _client_flags(sub)
+        sub.add_argument(
+            "--value", action="store_true", help="print the bare value, not the JSON reply"
+        )
     status = commands.add_parser("status", help="show a node's vector and peers")
     _client_flags(status)
     status.add_argument("--json", action="store_true", help="print the raw JSON")
@@ -192,11 +199,14 @@ async def _client_command(args: argparse.Namespace) -> int:
     token = _read_secret(args.token_file, "token", "VVSTORE_TOKEN")
     # JSON output is the node's own reply (.raw), so fields this client does not know show.
     async with Client(args.url, token=token) as client:
-        if args.command == "incr":
-            counter = await client.increment(args.key, args.amount)
-            print(json.dumps(counter.raw, ensure_ascii=False))
-        elif args.command == "get":
-            print(json.dumps((await client.get(args.key)).raw, ensure_ascii=False))
+        if args.command in ("incr", "get", "reset"):
+            if args.command == "incr":
+                counter = await client.increment(args.key, args.amount)
+            elif args.command == "reset":
+                counter = await client.reset(args.key)
+            else:
+                counter = await client.get(args.key)
+            print(counter.value if args.value else json.dumps(counter.raw, ensure_ascii=False))
         else:
             status = await client.status()
             print(json.dumps(status.raw) if args.json else _status_table(status))
