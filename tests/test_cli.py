@@ -283,6 +283,10 @@ def test_serve_and_client_commands(tmp_path: Path) -> None:
         assert reset["key"] == "bare" and reset["value"] == 0, server.log()
         assert server.cli("incr", "bare", "--value").stdout == "1\n", server.log()
         assert server.cli("reset", "bare", "--value").stdout == "0\n", server.log()
+        page = json.loads(server.cli("list", "--limit", "1").stdout)
+        assert page == {"counters": [{"key": key, "value": 4}], "next": key}, server.log()
+        rest = json.loads(server.cli("list", "--after", key, "--prefix", "b").stdout)
+        assert rest == {"counters": [{"key": "bare", "value": 0}], "next": None}, server.log()
 
         table = server.cli("status").stdout
         assert re.search(r"^node\s+c1$", table, re.M), table

@@ -164,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--value", action="store_true", help="print the bare value, not the JSON reply"
         )
+    listing = commands.add_parser("list", help="list counters, one page at a time")
+    listing.add_argument("--prefix", default="", help="only keys that start with this text")
+    listing.add_argument("--limit", type=int, default=100, help="page size, 1 to 1000")
+    listing.add_argument("--after", help="start after this key: the previous page's next")
+    _client_flags(listing)
     status = commands.add_parser("status", help="show a node's vector and peers")
     _client_flags(status)
     status.add_argument("--json", action="store_true", help="print the raw JSON")
@@ -207,6 +212,9 @@ async def _client_command(args: argparse.Namespace) -> int:
             else:
                 counter = await client.get(args.key)
             print(counter.value if args.value else json.dumps(counter.raw, ensure_ascii=False))
+        elif args.command == "list":
+            page = await client.list(prefix=args.prefix, after=args.after, limit=args.limit)
+            print(json.dumps(page.raw, ensure_ascii=False))
         else:
             status = await client.status()
             print(json.dumps(status.raw) if args.json else _status_table(status))
