@@ -53,7 +53,7 @@ from vvstore.errors import (
 from vvstore.idempotency import normalize_idempotency_key
 from vvstore.retirement import Retirements
 from vvstore.routes import ROUTES
-from vvstore.signing import NONCE_HEADER, ClusterAuth
+from vvstore.signing import NODE_HEADER, NONCE_HEADER, ClusterAuth
 from vvstore.wire import (
     MAX_SYNC_REQUEST_BYTES,
     Notice,
@@ -163,6 +163,31 @@ def error_response(exc: VVStoreError) -> web.Response:
     return _json(body, status, headers or None)
 
 
+#: Seconds between two log lines about the same refusal (sender and code).
+REFUSAL_LOG_INTERVAL = 60.0
+_REFUSALS_LOGGED = web.AppKey("refusals_logged", dict[tuple[str, str], float])
+
+
+def _log_refused_peer(request: web.Request, exc: Unauthorized) -> None:
+    """Say on this side why a sync request was refused (mismatched secrets show here), once a
+    minute per claimed sender and reason."""
+    sender = request.headers.get(NODE_HEADER, "?")[:64]
+    logged = request.app[_REFUSALS_LOGGED]
+    now, key = time.monotonic(), (sender, exc.code)
+    if now - logged.get(key, -REFUSAL_LOG_INTERVAL) < REFUSAL_LOG_INTERVAL:
+        return
+    logged[key] = now
+    log.warning(
+        "refused %s %s from %s (claims to be node %r): %s: %s",
+        request.method,
+        request.path,
+        request.remote,
+        sender,
+        exc.code,
+        exc.message,
+    )
+
+
 @web.middleware
 async def _auth(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -184,6 +209,8 @@ async def _auth(
             request.method, request.raw_path, body, request.headers, now=time.time()
         )
     except VVStoreError as exc:
+        if credential == "cluster" and isinstance(exc, Unauthorized):
+            _log_refused_peer(request, exc)
         return error_response(exc)
     request[_BODY] = body
     response = await handler(request)
@@ -409,6 +436,7 @@ def create_app(
     app = web.Application(middlewares=[_auth, _errors], client_max_size=SYNC_BODY_LIMIT)
     app[SERVICE] = service
     app[BODY_TIMEOUT] = body_timeout
+    app[_REFUSALS_LOGGED] = {}
     if token is not None:
         app[TOKEN] = token
     if cluster is not None:

@@ -613,3 +613,22 @@ async def test_serve_warns_when_listening_beyond_loopback_without_a_token(
     assert bool(warnings) is warned, warnings
     if warned:
         assert "--token-file" in warnings[0] and "TLS" in warnings[0]
+
+
+async def test_the_refusing_node_logs_why_once_a_minute_per_sender_and_reason(
+    client: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Mismatched secrets show on the refusing side too, without a line per request."""
+    body = SYNC_BODIES["/sync/pull"]()
+    stranger = ClusterAuth(b"another-cluster-secret-0123456789abcdef", PEER)
+    with caplog.at_level(logging.WARNING, logger="vvstore.api"):
+        for _ in range(3):
+            headers = signed("/sync/pull", body, signer=stranger)
+            status, error, _ = await send(client, "POST", "/sync/pull", body=body, headers=headers)
+            assert_refused(status, error, "bad_signature")
+        status, error, _ = await send(client, "POST", "/sync/pull", body=body, headers={})
+        assert_refused(status, error, "missing_auth_header")
+    lines = [r.getMessage() for r in caplog.records if r.name == "vvstore.api"]
+    assert len(lines) == 2, lines
+    assert f"claims to be node {PEER!r}" in lines[0] and "bad_signature" in lines[0]
+    assert "missing_auth_header" in lines[1]
