@@ -17,6 +17,14 @@ yet, so what we hold is already cancelled). Concurrent resets that saw the same 
 them once; increments no reset observed survive (add wins); a reset never changes a total, so it
 never overflows.
 
+Exactly-once (see :mod:`vvstore.idempotency`): a state may also carry the *copies* of
+idempotency keys applied to this key more than once (a retry that landed on another node during a
+partition). Each copy is inside its actor's total; the value counts each such key at most once by
+*excluding* the others, as a function of the state alone (:func:`exclusions`): if any copy is
+covered by a floor (a reset saw the key), every counted copy is excluded; otherwise the smallest
+copy held here counts and every other held copy is excluded. Only counted copies are subtracted
+(held, and under no floor), so the value never dips below one application of a key nobody reset.
+
 Every entry carries its actor's latest floors forward, so a later increment does not forget an
 earlier reset. Merging keeps, per actor, the entry with the higher seq: this is a join
 (commutative, associative, idempotent), so applying an entry twice or an older entry after a
@@ -36,10 +44,12 @@ from vvstore.errors import ConflictingEntry, Overflow
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "Copy",
     "CounterState",
     "Entry",
     "Floor",
     "Sibling",
+    "exclusions",
 ]
 
 INT64_MIN = -(2**63)
@@ -79,6 +89,27 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class Copy:
+    """One application of an idempotency key to this key: its dot and amount.
+
+    The copy's amount is inside its actor's total from ``seq`` on. Copies of one idempotency key
+    are ordered by ``(seq, actor)``.
+    """
+
+    actor: str
+    seq: int
+    amount: int
+
+    @property
+    def order(self) -> tuple[int, str]:
+        return (self.seq, self.actor)
+
+
+#: The copies of each idempotency key applied to one counter key more than once, by key hash.
+Duplicates = Mapping[bytes, frozenset[Copy]]
+
+
+@dataclass(frozen=True, slots=True)
 class Sibling:
     """One entry as a reader sees it: its dot and what it contributes to the value."""
 
@@ -98,6 +129,40 @@ def merge_floors(entries: Iterable[Entry]) -> dict[str, Floor]:
     return merged
 
 
+def exclusions(
+    entries: Mapping[str, Entry], floors: Mapping[str, Floor], duplicates: Duplicates
+) -> dict[str, int]:
+    """What to subtract from each actor's contribution so every duplicated key counts once.
+
+    Per idempotency key, with its copies: a copy is *held* when its actor's entry here has
+    reached its seq, *covered* when a floor of its actor has (a reset saw it), and *counted*
+    when held and not covered (its amount is then in the value). If any copy is covered, the
+    key is cancelled: every counted copy is excluded. Otherwise the smallest held copy stands
+    and every other counted copy is excluded. Only counted copies are ever subtracted.
+    """
+    out: dict[str, int] = {}
+    for copies in duplicates.values():
+        if len(copies) < 2:
+            continue
+        held: list[Copy] = []
+        cancelled = False
+        for copy in copies:
+            floor = floors.get(copy.actor)
+            if floor is not None and floor.seq >= copy.seq:
+                cancelled = True
+                continue
+            entry = entries.get(copy.actor)
+            if entry is not None and entry.seq >= copy.seq:
+                held.append(copy)
+        if not held:
+            continue
+        stands = None if cancelled else min(held, key=lambda c: c.order)
+        for copy in held:
+            if copy is not stands and copy.amount:
+                out[copy.actor] = out.get(copy.actor, 0) + copy.amount
+    return out
+
+
 def _contribution(entry: Entry, floors: Mapping[str, Floor]) -> int:
     floor = floors.get(entry.actor)
     if floor is None:
@@ -114,19 +179,21 @@ class CounterState:
     writing actor and leave this state unchanged; :meth:`with_entry` returns the joined state.
     """
 
-    __slots__ = ("_entries", "_floored", "_value")
+    __slots__ = ("_duplicates", "_entries", "_floored", "_value")
 
-    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+    def __init__(self, entries: Iterable[Entry] = (), duplicates: Duplicates | None = None) -> None:
         table: dict[str, Entry] = {}
         for entry in entries:
             known = table.get(entry.actor)
             if known is None or entry.seq > known.seq:
                 table[entry.actor] = entry
         self._entries = table
+        self._duplicates: Duplicates = duplicates or {}
         self._value: int | None = None  # computed on first use: the state never changes
-        # False only when no entry carries a floor (no reset ever): then the value is the plain
-        # sum of the totals, and a new entry moves it by its difference in total.
-        self._floored = any(entry.floors for entry in table.values())
+        # False only when no entry carries a floor and no key is duplicated (no reset ever):
+        # then the value is the plain sum of the totals, and a new entry moves it by its
+        # difference in total.
+        self._floored = bool(self._duplicates) or any(entry.floors for entry in table.values())
 
     @property
     def entries(self) -> Mapping[str, Entry]:
@@ -149,6 +216,16 @@ class CounterState:
     def __repr__(self) -> str:
         return f"CounterState({list(self._entries.values())!r})"
 
+    @property
+    def duplicates(self) -> Duplicates:
+        """The copies of idempotency keys applied to this key more than once (see
+        :func:`exclusions`); empty when none is known."""
+        return self._duplicates
+
+    def with_duplicates(self, duplicates: Duplicates) -> CounterState:
+        """This state with ``duplicates`` in place of the copies it carried."""
+        return CounterState(self._entries.values(), duplicates)
+
     def version(self) -> VersionVector:
         """The key's version vector: ``{actor: seq of its entry}``."""
         return VersionVector(self.version_dict())
@@ -167,7 +244,10 @@ class CounterState:
             entries = self._entries.values()
             if self._floored:
                 floors = merge_floors(entries)
-                self._value = sum(_contribution(e, floors) for e in entries)
+                excluded = exclusions(self._entries, floors, self._duplicates)
+                self._value = sum(_contribution(e, floors) for e in entries) - sum(
+                    excluded.values()
+                )
             else:  # no reset ever: every total counts whole
                 self._value = sum(e.total for e in entries)
         return self._value
@@ -175,8 +255,9 @@ class CounterState:
     def siblings(self) -> list[Sibling]:
         """Every entry with its contribution, in actor order."""
         floors = self.floors()
+        excluded = exclusions(self._entries, floors, self._duplicates)
         return [
-            Sibling(actor, entry.seq, _contribution(entry, floors))
+            Sibling(actor, entry.seq, _contribution(entry, floors) - excluded.get(actor, 0))
             for actor, entry in sorted(self._entries.items())
         ]
 
@@ -238,6 +319,7 @@ class CounterState:
         table[entry.actor] = entry
         state = CounterState.__new__(CounterState)
         state._entries = table
+        state._duplicates = self._duplicates
         state._floored = self._floored or bool(entry.floors)
         if state._floored or self._value is None:
             state._value = None
@@ -246,7 +328,8 @@ class CounterState:
         return state
 
     def merge(self, other: CounterState) -> CounterState:
-        """Join two states: per actor, the entry with the higher seq."""
+        """Join two states: per actor, the entry with the higher seq (keeps ``self``'s
+        duplicates: the store attaches those)."""
         state = self
         for entry in other:
             state = state.with_entry(entry)

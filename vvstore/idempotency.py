@@ -1,21 +1,29 @@
-"""Exactly-once increments: idempotency keys, application records, and compensation.
+"""Exactly-once increments: idempotency keys, application records, and duplicate sets.
 
 A client may send an increment with an ``Idempotency-Key`` K and retry it, on the same node or
 another, until it gets an answer. Each node applies K at most once: the writer checks for a
-record of K and writes one in the increment's own transaction. An application of K is a
-:class:`Record` ``(hash of K, fingerprint of (counter key, amount), dot)``; records travel in
-their actor's stream and merge by union, so every node eventually learns every copy of K.
+copy of K it holds and writes a record in the increment's own transaction. An application of K
+is a :class:`Record` ``(hash of K, fingerprint of (counter key, amount), dot)``; records travel
+in their actor's stream and merge by union, so every node eventually learns every copy of K.
 
 When K was applied on two nodes before either knew of the other (a retry elsewhere during a
-partition), the copies are ordered by ``(seq, actor id)``. The smallest copy stands. The node
-that made any other copy c compensates it exactly once, in one transaction: it subtracts c's
-amount from its own current entry for c's key and marks c with that write's dot (its ``mark``).
-It does so only when it holds a record of a smaller copy c' *and* the entry that counts c'
-(so the total never dips below one application), and no reset floor covers c (a reset that
-already cancelled c must not be cancelled twice). :func:`compensations` decides; the store acts.
+partition), both copies stay inside their actors' totals. A node that holds two or more copies
+of K for one counter key publishes a :class:`DuplicateSet` listing them, at a dot of its own:
+the sets travel in their publisher's stream, merge by union and are never purged, so they
+outlive the records (which a node purges after the retention period). The counter's value then
+excludes every copy but one, or all of them if a reset saw any: the rule is
+:func:`vvstore.counter.exclusions`, a function of the merged state, so every node that holds the
+same entries and sets shows the same value whatever order they arrived in. Nothing is written
+to cancel a copy, so nothing can cancel it twice.
 
-Limits (see docs/design.md): a retry after its record was purged counts again; a copy whose node
-never returns stays counted; a reset concurrent with a duplicate can be off by that amount.
+The release before duplicate sets compensated a later copy with a negative write and a *mark*
+(:func:`compensations`). Marked copies count as exclusions already applied: they are left out
+of the rule. A node keeps compensating as that release did until every peer speaks the sync
+format that carries duplicate sets (see :mod:`vvstore.sync`); from then on it publishes sets.
+
+Limits (see docs/design.md): a retry after every record and set of its key is gone counts
+again (records live for the retention period; sets only exist for duplicated keys); a copy
+whose node never returns stays counted.
 
 Pure core: standard library, :mod:`vvstore.actor`, :mod:`vvstore.counter` and
 :mod:`vvstore.errors` only; no I/O.
@@ -23,25 +31,32 @@ Pure core: standard library, :mod:`vvstore.actor`, :mod:`vvstore.counter` and
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from vvstore.actor import node_of
-from vvstore.counter import CounterState
+from vvstore.counter import Copy, CounterState
 from vvstore.errors import InvalidRequest
 
 __all__ = [
+    "MAX_DUPLICATE_COPIES",
     "MAX_IDEMPOTENCY_KEY",
     "Dot",
+    "DuplicateSet",
     "Record",
     "compensations",
+    "duplicates_of",
     "fingerprint",
     "key_hash",
     "normalize_idempotency_key",
+    "sets_to_publish",
 ]
 
 MAX_IDEMPOTENCY_KEY = 128
+#: The most copies one duplicate set lists: the smallest ones, should a key ever have more.
+MAX_DUPLICATE_COPIES = 64
 #: The name of one write: (actor id, seq).
 Dot = tuple[str, int]
 
@@ -137,3 +152,90 @@ def compensations(
 def _counted(record: Record, states: Mapping[str, CounterState]) -> bool:
     entry = states.get(record.key, CounterState()).entries.get(record.actor)
     return entry is not None and entry.seq >= record.seq
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateSet:
+    """Copies of one idempotency key applied to one counter key, as a node knew them.
+
+    Published at the dot ``(actor, seq)`` of the node that knew them (a seq of its own stream
+    with no entry), and never purged. ``copies`` are in ``(seq, actor)`` order, each with the
+    set's key hash and counter key, and the mark of an earlier compensation if it had one.
+    """
+
+    actor: str
+    seq: int
+    khash: bytes
+    key: str
+    copies: tuple[Record, ...]
+
+    @property
+    def dot(self) -> Dot:
+        return (self.actor, self.seq)
+
+
+def _later_mark(a: Dot | None, b: Dot | None) -> Dot | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b, key=lambda d: (d[1], d[0]))
+
+
+def sets_to_publish(
+    records: Iterable[Record], published: Iterable[DuplicateSet]
+) -> list[tuple[str, tuple[Record, ...]]]:
+    """For one idempotency key: per counter key, the copies a new duplicate set must list.
+
+    ``records`` and ``published`` are what this node holds of the key. A new set is due for a
+    counter key when at least two copies of it are known and some copy (or its mark) is in no
+    published set; it lists every known copy, at most :data:`MAX_DUPLICATE_COPIES`.
+    """
+    known: dict[str, dict[Dot, Record]] = {}
+    listed: dict[str, dict[Dot, Dot | None]] = {}
+    for dup in published:
+        for copy in dup.copies:
+            _merge_copy(known.setdefault(dup.key, {}), copy)
+            marks = listed.setdefault(dup.key, {})
+            marks[copy.dot] = _later_mark(marks.get(copy.dot), copy.mark)
+    for record in records:
+        _merge_copy(known.setdefault(record.key, {}), record)
+    out = []
+    for key, copies in sorted(known.items()):
+        marks = listed.get(key, {})
+        new = [c for c in copies.values() if c.dot not in marks or c.mark != marks[c.dot]]
+        if len(copies) >= 2 and new:
+            ordered = sorted(copies.values(), key=lambda r: r.order)
+            out.append((key, tuple(ordered[:MAX_DUPLICATE_COPIES])))
+    return out
+
+
+def _merge_copy(copies: dict[Dot, Record], record: Record) -> None:
+    known = copies.get(record.dot)
+    if known is None:
+        copies[record.dot] = record
+    else:
+        mark = _later_mark(known.mark, record.mark)
+        if mark != known.mark:
+            copies[record.dot] = dataclasses.replace(known, mark=mark)
+
+
+def duplicates_of(
+    sets: Iterable[DuplicateSet], marked: Mapping[Dot, Dot] | None = None
+) -> dict[bytes, frozenset[Copy]]:
+    """The copies :func:`vvstore.counter.exclusions` rules over, from one counter key's sets.
+
+    The union of the sets' copies per idempotency key, without the copies an earlier release
+    compensated (a mark in a set, or in ``marked``): their compensation is already applied.
+    """
+    copies: dict[bytes, dict[Dot, Record]] = {}
+    for dup in sets:
+        for copy in dup.copies:
+            _merge_copy(copies.setdefault(dup.khash, {}), copy)
+    marked = marked or {}
+    return {
+        kh: frozenset(
+            Copy(c.actor, c.seq, c.amount)
+            for c in by_dot.values()
+            if c.mark is None and c.dot not in marked
+        )
+        for kh, by_dot in copies.items()
+    }

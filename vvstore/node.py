@@ -35,7 +35,14 @@ from vvstore.retirement import Retirements
 from vvstore.signing import ClusterAuth
 from vvstore.store import PurgeResult, Store
 from vvstore.sync import Peer, SyncLoop
-from vvstore.wire import Notice, Page, PullRequest, RetiredPage, RetiredRequest
+from vvstore.wire import (
+    DUPLICATE_SETS_VERSION,
+    Notice,
+    Page,
+    PullRequest,
+    RetiredPage,
+    RetiredRequest,
+)
 
 __all__ = ["Node", "node_app", "serve"]
 
@@ -60,6 +67,7 @@ class Node:
         self.cluster = cluster
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
+        self._warned_sets = False
         self.sync = SyncLoop(
             store,
             peers,
@@ -87,6 +95,12 @@ class Node:
     ) -> Node:
         """Open the node's store; the sync loop starts with :meth:`start`."""
         store = await Store.open(config)
+        if not peers:  # no peer to wait for: duplicate sets rule at once
+            try:
+                await store.rule_by_sets()
+            except BaseException:
+                await store.close()
+                raise
         return cls(config, store, peers, rng=rng or random.Random(), cluster=cluster)
 
     def start(self) -> None:
@@ -199,6 +213,14 @@ class Node:
                 differs=self.store.retirements.digest,
             )
         page = await self.store.page(request)
+        if page.duplicates and request.version < DUPLICATE_SETS_VERSION and not self._warned_sets:
+            self._warned_sets = True
+            log.warning(
+                "a peer pulls in format version %d, which cannot carry duplicate sets: every"
+                " member must run a release that speaks version %d (it misses them until then)",
+                request.version,
+                DUPLICATE_SETS_VERSION,
+            )
         return dataclasses.replace(page, version=request.version, retired=request.retired)
 
     async def serve_retired(self, request: RetiredRequest) -> RetiredPage:

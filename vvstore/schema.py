@@ -129,5 +129,27 @@ MIGRATIONS.append(
         ),
     )
 )
+MIGRATIONS.append(
+    (
+        5,
+        "duplicate sets of idempotency keys, kept for as long as their copies are counted",
+        (
+            # One row per set (vvstore.idempotency.DuplicateSet), published at the dot
+            # (by_actor, by_seq); copies is the set's JSON list of
+            # [actor, seq, fingerprint hex, amount, mark actor, mark seq]. Grow-only, never
+            # purged. Read by counter key (values) and by key hash (writes).
+            """CREATE TABLE duplicates (
+                by_actor TEXT NOT NULL,
+                by_seq INTEGER NOT NULL,
+                khash BLOB NOT NULL,
+                key TEXT NOT NULL,
+                copies TEXT NOT NULL,
+                PRIMARY KEY (by_actor, by_seq)
+            ) STRICT, WITHOUT ROWID""",
+            "CREATE INDEX duplicates_by_key ON duplicates (key)",
+            "CREATE INDEX duplicates_by_khash ON duplicates (khash)",
+        ),
+    )
+)
 #: The version a database has once every migration has run.
 SCHEMA_VERSION = MIGRATIONS[-1][0]

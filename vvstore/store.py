@@ -57,7 +57,7 @@ from vvstore.errors import (
     SchemaTooNew,
     Unavailable,
 )
-from vvstore.idempotency import Dot, Record, key_hash
+from vvstore.idempotency import Dot, DuplicateSet, Record, duplicates_of, key_hash
 from vvstore.paging import PageBuilder
 from vvstore.retirement import EMPTY, Retirements, earlier_actors
 from vvstore.schema import MIGRATIONS, MIGRATIONS_TABLE, SCHEMA_VERSION
@@ -73,6 +73,7 @@ from vvstore.writes import (
     prepare_raise,
     prepare_retire,
     prepare_writes,
+    publish_sets,
     waiting,
 )
 
@@ -150,13 +151,21 @@ class _Apply(_Op):
     entries: Sequence[tuple[str, Entry]]
     records: Sequence[Record]
     marks: Sequence[tuple[Dot, Dot]]
+    sets: Sequence[DuplicateSet] = ()
 
     def touched(self) -> Iterable[str]:
         yield from (key for key, _ in self.entries)
         yield from (record.key for record in self.records)
+        yield from (dup.key for dup in self.sets)
 
     def khashes(self) -> Iterable[bytes]:
-        return (record.khash for record in self.records)
+        yield from (record.khash for record in self.records)
+        yield from (dup.khash for dup in self.sets)
+
+
+@dataclass(slots=True)
+class _RuleBySets(_Op):
+    """From now on duplicate sets rule: every peer speaks their format (recorded in meta)."""
 
 
 @dataclass(slots=True)
@@ -201,7 +210,15 @@ _RECORDS_AFTER = (
 _MARKS_AFTER = (
     "SELECT by_seq, actor, seq FROM marks WHERE by_actor = ? AND by_seq > ? ORDER BY by_seq LIMIT ?"
 )
+_SETS_AFTER = (
+    "SELECT by_seq, khash, key, copies FROM duplicates WHERE by_actor = ? AND by_seq > ?"
+    " ORDER BY by_seq LIMIT ?"
+)
 _OWN_SEQ = "SELECT MAX(seq) FROM entries WHERE actor = ?"
+_SET_KEYS = "SELECT DISTINCT key FROM duplicates"
+_SETS = "SELECT by_actor, by_seq, khash, key, copies FROM duplicates"
+#: Key hashes with two or more records: each may need a duplicate set.
+_DUPLICATED = "SELECT khash FROM records GROUP BY khash HAVING COUNT(*) > 1"
 _RETIRE = (
     "INSERT INTO retired VALUES (?, ?) ON CONFLICT (actor) DO UPDATE"
     " SET final = max(final, excluded.final)"
@@ -209,12 +226,35 @@ _RETIRE = (
 
 
 class _Kind(enum.Enum):
-    """The streams of one actor a pull page interleaves by seq: _ENTRIES_AFTER, _RECORDS_AFTER
-    and _MARKS_AFTER, in that order (a seq's items go in it too)."""
+    """The streams of one actor a pull page interleaves by seq: _ENTRIES_AFTER, _RECORDS_AFTER,
+    _MARKS_AFTER and _SETS_AFTER, in that order (a seq's items go in it too)."""
 
     ENTRY = enum.auto()
     RECORD = enum.auto()
     MARK = enum.auto()
+    SET = enum.auto()
+
+
+def _set_row(dup: DuplicateSet) -> tuple[str, int, bytes, str, str]:
+    copies = [
+        [c.actor, c.seq, c.fingerprint.hex(), c.amount, *(c.mark or (None, None))]
+        for c in dup.copies
+    ]
+    return (dup.actor, dup.seq, dup.khash, dup.key, json.dumps(copies, separators=(",", ":")))
+
+
+def _set_from_row(by_actor: str, by_seq: int, kh: bytes, key: str, copies: str) -> DuplicateSet:
+    khash = bytes(kh)
+    return DuplicateSet(
+        by_actor,
+        by_seq,
+        khash,
+        key,
+        tuple(
+            Record(a, s, khash, bytes.fromhex(fp), key, amount, (ma, ms) if ma else None)
+            for a, s, fp, amount, ma, ms in json.loads(copies)
+        ),
+    )
 
 
 async def _rows(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -256,6 +296,14 @@ class Store:
         self._pending_retire: dict[str, int] = {}
         # Key hashes with a copy this node made that may still need compensating.
         self._pending_khashes: set[bytes] = set()
+        #: Whether duplicate sets rule the values (every peer speaks their format; see
+        #: vvstore.idempotency). Until then, this node compensates as the release before did.
+        self.sets_rule = False
+        # Counter keys with a duplicate set, every mark of a compensated copy (both small:
+        # duplicates are rare), and key hashes that may still need a set published.
+        self._set_keys: set[str] = set()
+        self._marks: dict[Dot, Dot] = {}
+        self._pending_sets: set[bytes] = set()
         #: Transactions the writer committed. Only tests read it, and it stays: it is how they
         #: see that writes shared one group.
         self.commits = 0
@@ -336,6 +384,13 @@ class Store:
         )
         await self._load_identity(path)
         self._pending_khashes = await self._unresolved_copies()
+        meta = dict(await _rows(self._db, "SELECT name, value FROM meta"))
+        self.sets_rule = meta.get("sets_rule") == "1"
+        self._set_keys = {key for (key,) in await _rows(self._db, _SET_KEYS)}
+        self._marks = {
+            (a, s): (ba, bs) for a, s, ba, bs in await _rows(self._db, "SELECT * FROM marks")
+        }
+        self._pending_sets = {bytes(kh) for (kh,) in await _rows(self._db, _DUPLICATED)}
         # From here on, DML opens a transaction implicitly and commit() ends it: one round trip
         # to the SQLite thread fewer per group than an explicit BEGIN.
         self._db.isolation_level = "DEFERRED"
@@ -616,13 +671,24 @@ class Store:
         entries: Sequence[tuple[str, Entry]],
         records: Sequence[Record] = (),
         marks: Sequence[tuple[Dot, Dot]] = (),
+        sets: Sequence[DuplicateSet] = (),
     ) -> ApplyResult:
-        """Join remote entries, records and marks: all or none.
+        """Join remote entries, records, marks and duplicate sets: all or none.
 
         :raises ConflictingEntry: an entry has a dot we hold with different contents.
         """
-        result: ApplyResult = await self._submit(_Apply(self._future(), entries, records, marks))
+        op = _Apply(self._future(), entries, records, marks, sets)
+        result: ApplyResult = await self._submit(op)
         return result
+
+    async def rule_by_sets(self) -> None:
+        """From now on, duplicate sets rule values (every peer speaks their format).
+
+        Recorded in the data directory, so it holds from the next start too; this node stops
+        compensating and publishes a set for every key it holds two copies of.
+        """
+        if not self.sets_rule:
+            await self._submit(_RuleBySets(self._future()))
 
     async def raise_vector(self, vector: VersionVector) -> None:
         """Raise the node-level vector to ``max(V, vector)``, after every queued apply."""
@@ -695,8 +761,8 @@ class Store:
         if doomed or unsafe:
             self.unsafe_evictions += unsafe
             try:
-                for statement in ("DELETE FROM records", "DELETE FROM marks"):
-                    await db.executemany(f"{statement} WHERE actor = ? AND seq = ?", doomed)
+                # Marks stay: a compensated copy listed in a duplicate set must stay marked.
+                await db.executemany("DELETE FROM records WHERE actor = ? AND seq = ?", doomed)
                 await db.execute(
                     "INSERT OR REPLACE INTO meta VALUES ('unsafe_evictions', ?)",
                     (str(self.unsafe_evictions),),
@@ -762,18 +828,28 @@ class Store:
                     self._queue.task_done()
 
     async def _run_group(self, ops: list[_Op]) -> None:
+        if any(isinstance(op, _RuleBySets) for op in ops) and not self.sets_rule:
+            self._cache.clear()  # the states cached so far carry no duplicates
+            assert self._db is not None
+            self._pending_sets |= {bytes(kh) for (kh,) in await _rows(self._db, _DUPLICATED)}
         khashes = {kh for op in ops for kh in op.khashes()}
         # Compensation waits for the end of a complete pull (the group raising V): a page may
         # bring a copy's record before the mark of an earlier compensation of it, or before the
         # entry that counts a smaller copy; at the end of the round we hold everything the
         # responder held.
         finishing = any(isinstance(op, _RaiseVector) for op in ops)
-        if finishing:
-            khashes |= self._pending_khashes
         group = Group(token=_actor_token(), retired=self.retirements)
+        group.exclude = self.sets_rule or any(isinstance(op, _RuleBySets) for op in ops)
+        group.may_publish = group.exclude and self._writable.is_set()
+        if group.may_publish:
+            khashes |= self._pending_sets
+        elif finishing and not group.exclude:
+            khashes |= self._pending_khashes
         keys = {key for op in ops for key in op.touched()}
         keys |= await self._load_copies(khashes, group)
         group.base = await self._load_states(keys)
+        if group.exclude:
+            await self._load_sets(keys, group)
         group.meta.update(self._pending_meta)
         group.vector.update(self._pending_vector)
         group.retire.update(self._pending_retire)
@@ -796,18 +872,29 @@ class Store:
                 self._pending_khashes.update(
                     r.khash for r in op.records if waiting(group, self.node_id, r.khash)
                 )
-        if finishing:
+        if group.exclude:
+            applied = {kh for op in ops if isinstance(op, _Apply) for kh in op.khashes()}
+            if group.may_publish:
+                publish_sets(group, self._identity, khashes | applied)
+            else:  # published once our actor is confirmed
+                self._pending_sets |= applied
+        elif finishing:
             self._pending_khashes = compensate(group, self._identity, self._pending_khashes)
             for copy in group.uncompensated:
                 log.error("cannot compensate %s:%d without overflow", copy.actor, copy.seq)
-            for kh in group.mixed:
-                log.warning(
-                    "idempotency key %s was applied with different requests; the first stands",
-                    kh.hex(),
-                )
+        for kh in group.mixed:
+            log.warning(
+                "idempotency key %s was applied with different requests; the first stands",
+                kh.hex(),
+            )
+        if group.exclude and not self.sets_rule:
+            group.meta["sets_rule"] = "1"
         if group.dirty:
             await self._commit(group)
             self.commits += 1
+            if group.may_publish:
+                self._pending_sets.clear()
+            self.sets_rule = group.exclude
             self._pending_meta.clear()
             self._pending_vector.clear()
             self._pending_retire.clear()
@@ -823,7 +910,9 @@ class Store:
         """Write one group in one transaction (tests replace this to inject failures)."""
         db = self._db
         assert db is not None
-        numbered = self._number_actors({actor for _, actor in group.rows})
+        numbered = self._number_actors(
+            {actor for _, actor in group.rows} | {dup.actor for dup in group.new_sets}
+        )
         try:
             if numbered:
                 await db.executemany(
@@ -855,6 +944,11 @@ class Store:
                     " SET by_actor = excluded.by_actor, by_seq = excluded.by_seq"
                     " WHERE (excluded.by_seq, excluded.by_actor) > (by_seq, by_actor)",
                     [(m[0], m[1], by[0], by[1]) for m, by in group.marks.items()],
+                )
+            if group.new_sets:
+                await db.executemany(
+                    "INSERT OR IGNORE INTO duplicates VALUES (?, ?, ?, ?, ?)",
+                    [_set_row(dup) for dup in group.new_sets],
                 )
             if group.vector:
                 await db.executemany(
@@ -895,6 +989,11 @@ class Store:
     def _publish(self, group: Group) -> None:
         for key, state in group.states.items():
             self._remember(key, state)
+        self._set_keys.update(dup.key for dup in group.new_sets)
+        for marked, by in group.marks.items():
+            known = self._marks.get(marked)
+            if known is None or (by[1], by[0]) > (known[1], known[0]):
+                self._marks[marked] = by
         for actor, seq in group.vector.items():
             if seq > self._vector.get(actor, 0):
                 self._vector[actor] = seq
@@ -948,7 +1047,35 @@ class Store:
                 if reply is not None:
                     group.replies[record.dot] = decode_reply(reply, key)
                 keys.add(key)
+            for row in await _rows(
+                db,
+                f"{_SETS} WHERE khash IN ({marks})",
+                chunk,
+            ):
+                dup = _set_from_row(*row)
+                group.sets.setdefault(dup.khash, {})[dup.dot] = dup
+                keys.add(dup.key)
         return keys
+
+    async def _load_sets(self, keys: set[str], group: Group) -> None:
+        """Every duplicate set of ``keys`` into ``group``, ruling their base states."""
+        db = self._db
+        assert db is not None
+        group.set_marks = self._marks
+        wanted = sorted(key for key in keys if key in self._set_keys)
+        for chunk in _chunks(wanted, 500):
+            marks = ",".join("?" * len(chunk))
+            for row in await _rows(
+                db,
+                f"{_SETS} WHERE key IN ({marks})",
+                chunk,
+            ):
+                dup = _set_from_row(*row)
+                group.key_sets.setdefault(dup.key, {})[dup.dot] = dup
+        for key, sets in group.key_sets.items():
+            group.base[key] = group.base[key].with_duplicates(
+                duplicates_of(sets.values(), self._marks)
+            )
 
     async def _held_dots(self, ops: list[_Op]) -> dict[Dot, str]:
         """For remote entries in ``ops``: the key each of their dots is held under, if any."""
@@ -979,7 +1106,9 @@ class Store:
         if isinstance(op, _Write):
             return prepare_writes(group, self._identity, op.writes)
         if isinstance(op, _Apply):
-            return prepare_apply(group, self._identity, op.entries, op.records, op.marks)
+            return prepare_apply(group, self._identity, op.entries, op.records, op.marks, op.sets)
+        if isinstance(op, _RuleBySets):
+            return None
         if isinstance(op, _RaiseVector):
             return prepare_raise(group, self._identity, op.vector, self._vector)
         if isinstance(op, _Retire):
@@ -1020,7 +1149,11 @@ class Store:
             "SELECT actor, seq, total, floors FROM entries WHERE key = ?", (key,)
         )
         names = self._actor_names
-        return CounterState([_entry_from_row(names[a], s, t, f) for a, s, t, f in rows])
+        entries = [_entry_from_row(names[a], s, t, f) for a, s, t, f in rows]
+        if not (self.sets_rule and key in self._set_keys):
+            return CounterState(entries)
+        sets = [_set_from_row(*row) for row in await self._query(f"{_SETS} WHERE key = ?", (key,))]
+        return CounterState(entries, duplicates_of(sets, self._marks))
 
     async def list_counters(
         self, *, prefix: str = "", after: str | None = None, limit: int = 100
@@ -1097,6 +1230,7 @@ class Store:
                 self._entries_after(actor, bound, room),
                 self._query(_RECORDS_AFTER, (actor, bound, room)),
                 self._query(_MARKS_AFTER, (actor, bound, room)),
+                self._query(_SETS_AFTER, (actor, bound, room)),
             )
             # A stream that filled its LIMIT may hold more beyond its last seq: stop there.
             cutoff = min((rows[-1][0] for rows in streams if len(rows) == room), default=None)
@@ -1120,6 +1254,7 @@ class Store:
         entries: list[tuple[str, Entry]] = []
         records: list[Record] = []
         marked: list[Dot] = []
+        sets: list[DuplicateSet] = []
         for kind, row in rows:
             if kind is _Kind.ENTRY:
                 _, key, total, floors = row
@@ -1127,10 +1262,13 @@ class Store:
             elif kind is _Kind.RECORD:
                 _, kh, fp, key, amount = row
                 records.append(Record(actor, seq, bytes(kh), bytes(fp), key, amount))
-            else:  # _Kind.MARK
+            elif kind is _Kind.MARK:
                 _, marked_actor, marked_seq = row
                 marked.append((marked_actor, marked_seq))
-        return page.add((actor, seq), entries, records, marked)
+            else:  # _Kind.SET
+                _, kh, key, copies = row
+                sets.append(_set_from_row(actor, seq, kh, key, copies))
+        return page.add((actor, seq), entries, records, marked, sets)
 
     async def _entries_after(self, actor: str, bound: int, limit: int) -> list[Any]:
         number = self._actor_ids.get(actor)

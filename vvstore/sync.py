@@ -35,9 +35,17 @@ from vvstore.actor import node_of
 from vvstore.clock import VersionVector
 from vvstore.counter import Entry
 from vvstore.errors import MalformedPayload, RoundAbandoned, UnsupportedVersion, VVStoreError
-from vvstore.idempotency import Dot, Record
+from vvstore.idempotency import Dot, DuplicateSet, Record
 from vvstore.retirement import Retirements
-from vvstore.wire import FORMAT_VERSION, Notice, Page, PullRequest, RetiredPage, RetiredRequest
+from vvstore.wire import (
+    DUPLICATE_SETS_VERSION,
+    FORMAT_VERSION,
+    Notice,
+    Page,
+    PullRequest,
+    RetiredPage,
+    RetiredRequest,
+)
 
 __all__ = [
     "TROUBLE_LOG_INTERVAL",
@@ -82,7 +90,11 @@ class Replica(Protocol):
         entries: Sequence[tuple[str, Entry]],
         records: Sequence[Record],
         marks: Sequence[tuple[Dot, Dot]],
+        sets: Sequence[DuplicateSet],
     ) -> Applied: ...
+
+    async def rule_by_sets(self) -> None:
+        """Let duplicate sets rule from now on (every peer speaks their format)."""
 
     async def raise_vector(self, vector: VersionVector) -> None: ...
 
@@ -239,8 +251,10 @@ class PullRound:
             raise RoundAbandoned("the responder's actor or vector changed during the round")
         if page.next is not None and self._cursor is not None and page.next <= self._cursor:
             raise MalformedPayload("the responder's cursor did not advance")
-        if page.entries or page.records or page.marks:
-            outcome = await self.replica.apply(page.entries, page.records, page.marks)
+        if page.entries or page.records or page.marks or page.duplicates:
+            outcome = await self.replica.apply(
+                page.entries, page.records, page.marks, page.duplicates
+            )
             result.entries += len(page.entries)
             result.records += len(page.records)
             result.applied += outcome.applied
@@ -292,6 +306,8 @@ class PeerLink:
     #: The format version we speak to the peer, and when to try the newest again (if older).
     version: int = FORMAT_VERSION
     version_retry_at: float = 0.0
+    #: The format version of the last complete round (0: none yet).
+    spoken: int = 0
     #: The peer's retirement map as last seen (what our vectors to it are compact against).
     retired: Retirements | None = None
     #: Peer trouble is logged when it starts or changes, then at most once a minute: when and
@@ -426,9 +442,17 @@ class SyncLoop:
                     )
             except UnsupportedVersion as exc:
                 if link.version > 1:
-                    # An older release: speak version 1 to it, at once, and ask again later.
-                    log.info("%s speaks an older format (%s): using version 1", link.peer.url, exc)
-                    link.version, link.version_retry_at = 1, self._clock() + VERSION_RETRY
+                    # An older release: speak the version before, at once, and ask again later.
+                    link.version, link.version_retry_at = (
+                        link.version - 1,
+                        self._clock() + VERSION_RETRY,
+                    )
+                    log.info(
+                        "%s speaks an older format (%s): using version %d",
+                        link.peer.url,
+                        exc,
+                        link.version,
+                    )
                     link.wake.set()
                 await self._failed(link, exc)
                 return None
@@ -463,6 +487,11 @@ class SyncLoop:
         link.rounds += 1
         link.pulled_pages += result.pages
         link.pulled_entries += result.entries
+        link.spoken = link.version
+        if all(other.spoken >= DUPLICATE_SETS_VERSION for other in self.links):
+            # Every peer runs a release that carries duplicate sets: they may rule now.
+            with contextlib.suppress(VVStoreError):
+                await self.replica.rule_by_sets()
         if self._on_all_heard is not None and all(other.rounds for other in self.links):
             self._on_all_heard()
             self._on_all_heard = None

@@ -11,6 +11,10 @@ request, :class:`RetiredRequest`, pages through a node's retirement map. A recei
 has another digest cannot read a compact vector: a pull then gets a page marked ``differs``, a
 notice is taken as news. Version 1 sends whole vectors.
 
+Version 3 adds duplicate sets (:class:`~vvstore.idempotency.DuplicateSet`) to pages, in the
+stream of the node that published them. A node publishes them only once every peer speaks
+version 3, and a page in an older version leaves them out.
+
 Every decoder validates the whole payload (types, ranges, sizes, id formats, order) before
 returning, so a hostile or broken peer can waste one call, never corrupt a store; decoders
 raise :class:`UnsupportedVersion` or :class:`MalformedPayload`.
@@ -39,10 +43,11 @@ from vvstore.codec import is_int, read_body, validate_key
 from vvstore.config import NODE_ID_RE
 from vvstore.counter import INT64_MAX, INT64_MIN, Entry, Floor
 from vvstore.errors import ClockError, InvalidRequest, MalformedPayload, UnsupportedVersion
-from vvstore.idempotency import Record
+from vvstore.idempotency import MAX_DUPLICATE_COPIES, DuplicateSet, Record
 from vvstore.retirement import DIGEST_HEX, EMPTY, Retirements
 
 __all__ = [
+    "DUPLICATE_SETS_VERSION",
     "FORMAT_VERSION",
     "MAX_FLOORS_BYTES",
     "MAX_PAGE_BODY_BYTES",
@@ -62,6 +67,7 @@ __all__ = [
     "decode_pull_request",
     "decode_retired_page",
     "decode_retired_request",
+    "duplicate_set_size",
     "encode_entry",
     "encode_notice",
     "encode_page",
@@ -77,9 +83,11 @@ __all__ = [
 ]
 
 #: The newest version of the sync payloads, the one a node sends unless a peer refuses it.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: The first version whose pages carry duplicate sets.
+DUPLICATE_SETS_VERSION = 3
 #: Every version a node reads and answers in. Append-only.
-SUPPORTED_VERSIONS = (1, 2)
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 # Sync limits, in encoded bytes (UTF-8, as the JSON goes on the wire), each the one definition
 # that senders keep within and receivers enforce. They stop a hostile or broken peer; no state
@@ -133,12 +141,13 @@ class PullRequest:
 class Page:
     """One page of a pull: the responder's identity and committed vector, and its items.
 
-    Items are entries, records of idempotency-key applications, and compensation marks
-    ``(dot of the compensating write, dot of the record it marked)``; each stream is in
-    ``(actor, seq)`` order of the dot it travels under. ``version`` and ``retired`` are the
-    request's (the vector travels compact against the same map). A page whose ``differs`` is set
-    carries no vector and no items, only the digest of the responder's own retirement map: the
-    requester fetches that map (:class:`RetiredRequest`) and asks again.
+    Items are entries, records of idempotency-key applications, compensation marks
+    ``(dot of the compensating write, dot of the record it marked)`` and (version 3) duplicate
+    sets; each stream is in ``(actor, seq)`` order of the dot it travels under. ``version`` and
+    ``retired`` are the request's (the vector travels compact against the same map). A page
+    whose ``differs`` is set carries no vector and no items, only the digest of the
+    responder's own retirement map: the requester fetches that map (:class:`RetiredRequest`)
+    and asks again.
     """
 
     node: str
@@ -151,6 +160,7 @@ class Page:
     version: int = FORMAT_VERSION
     retired: Retirements = EMPTY
     differs: str | None = None
+    duplicates: tuple[DuplicateSet, ...] = ()
 
     @property
     def last(self) -> bool:
@@ -220,9 +230,11 @@ def _peer_json(body: bytes, limit: int) -> Mapping[str, Any]:
     return _check_version(obj)
 
 
-def _exact_fields(obj: Mapping[str, Any], required: set[str]) -> None:
+def _exact_fields(
+    obj: Mapping[str, Any], required: set[str], optional: frozenset[str] = frozenset()
+) -> None:
     missing = sorted(required - set(obj))
-    unknown = sorted(set(obj) - required - {"v"})
+    unknown = sorted(set(obj) - required - optional - {"v"})
     if missing or unknown:
         raise MalformedPayload(f"payload fields: missing {missing}, unknown {unknown}")
 
@@ -382,6 +394,64 @@ def mark_size(by: Cursor, marked: Cursor) -> int:
     return _wire_bytes([*by, *marked]) + 1
 
 
+def duplicate_set_size(dup: DuplicateSet) -> int:
+    """Bytes ``dup`` adds to a page: its encoding in UTF-8, and a separating comma."""
+    return _wire_bytes(encode_duplicate_set(dup)) + 1
+
+
+def encode_duplicate_set(dup: DuplicateSet) -> list[Any]:
+    """A duplicate set on the wire: ``[actor, seq, key hash hex, key, copies]``, each copy
+    ``[actor, seq, fingerprint hex, amount, mark actor or null, mark seq or null]``."""
+    return [
+        dup.actor,
+        dup.seq,
+        dup.khash.hex(),
+        dup.key,
+        [
+            [c.actor, c.seq, c.fingerprint.hex(), c.amount, *(c.mark or (None, None))]
+            for c in dup.copies
+        ],
+    ]
+
+
+def _duplicate_set(value: object, i: int) -> DuplicateSet:
+    where = f"duplicates[{i}]"
+    if not isinstance(value, list) or len(value) != 5:
+        raise MalformedPayload(f"{where} must be [actor, seq, key hash, key, copies]")
+    try:
+        key = validate_key(value[3])
+    except InvalidRequest as exc:
+        raise MalformedPayload(f"{where} key: {exc.message}") from None
+    khash = _hex(value[2], 16, f"{where} key hash")
+    raw = value[4]
+    if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_DUPLICATE_COPIES:
+        raise MalformedPayload(f"{where} copies must be a list of 2 to {MAX_DUPLICATE_COPIES}")
+    copies = []
+    for j, item in enumerate(raw):
+        at = f"{where} copies[{j}]"
+        if not isinstance(item, list) or len(item) != 6:
+            raise MalformedPayload(f"{at} must be [actor, seq, fingerprint, amount, mark, seq]")
+        mark = None
+        if item[4] is not None or item[5] is not None:
+            mark = (_actor(item[4], f"{at} mark actor"), _seq(item[5], f"{at} mark seq"))
+        copies.append(
+            Record(
+                actor=_actor(item[0], f"{at} actor"),
+                seq=_seq(item[1], f"{at} seq"),
+                khash=khash,
+                fingerprint=_hex(item[2], 8, f"{at} fingerprint"),
+                key=key,
+                amount=_total(item[3], f"{at} amount"),
+                mark=mark,
+            )
+        )
+    for a, b in itertools.pairwise(copies):
+        if a.order >= b.order:
+            raise MalformedPayload(f"{where} copies must be in strictly increasing (seq, actor)")
+    actor = _actor(value[0], f"{where} actor")
+    return DuplicateSet(actor, _seq(value[1], f"{where} seq"), khash, key, tuple(copies))
+
+
 def encode_page(page: Page) -> bytes:
     v = page.version
     body: dict[str, Any] = {
@@ -397,6 +467,8 @@ def encode_page(page: Page) -> bytes:
     if v >= 2:
         body["retired"] = page.differs if page.differs is not None else page.retired.digest
         body["differs"] = page.differs is not None
+    if v >= DUPLICATE_SETS_VERSION and page.duplicates:
+        body["duplicates"] = [encode_duplicate_set(dup) for dup in page.duplicates]
     return _dump(body)
 
 
@@ -497,7 +569,12 @@ def decode_page(body: bytes, retired: Retirements = EMPTY) -> Page:
     obj = _peer_json(body, MAX_PAGE_BODY_BYTES)
     v = obj["v"]
     fields = {"node", "actor", "vector", "entries", "records", "marks", "next"}
-    _exact_fields(obj, fields | ({"retired", "differs"} if v >= 2 else set()))
+    # Duplicate sets are rare: a page without any leaves the field out (an idle round's bytes).
+    _exact_fields(
+        obj,
+        fields | ({"retired", "differs"} if v >= 2 else set()),
+        frozenset({"duplicates"}) if v >= DUPLICATE_SETS_VERSION else frozenset(),
+    )
     node = obj["node"]
     if not isinstance(node, str) or not NODE_ID_RE.fullmatch(node):
         raise MalformedPayload(f"node must be a node id, got {node!r}")
@@ -507,7 +584,8 @@ def decode_page(body: bytes, retired: Retirements = EMPTY) -> Page:
         if not isinstance(differs, bool):
             raise MalformedPayload("differs must be a boolean")
         if differs:
-            if obj["vector"] or obj["entries"] or obj["records"] or obj["marks"] or obj["next"]:
+            items = ("vector", "entries", "records", "marks", "next", "duplicates")
+            if any(obj.get(name) for name in items):
                 raise MalformedPayload("a page that differs carries nothing else")
             return Page(node, actor, VersionVector(), (), None, version=v, differs=digest)
         if digest != retired.digest:
@@ -520,13 +598,16 @@ def decode_page(body: bytes, retired: Retirements = EMPTY) -> Page:
         if (a.actor, a.seq) >= (b.actor, b.seq):
             raise MalformedPayload("entries must be in strictly increasing (actor, seq) order")
     raw_records, raw_marks = obj["records"], obj["marks"]
-    for name, raw in (("records", raw_records), ("marks", raw_marks)):
+    raw_dups = obj.get("duplicates", [])
+    for name, raw in (("records", raw_records), ("marks", raw_marks), ("duplicates", raw_dups)):
         if not isinstance(raw, list) or len(raw) > MAX_PAGE_ENTRIES:
             raise MalformedPayload(f"{name} must be a list of at most {MAX_PAGE_ENTRIES}")
     records = tuple(_record(r, i) for i, r in enumerate(raw_records))
     marks = tuple(_mark(m, i) for i, m in enumerate(raw_marks))
+    duplicates = tuple(_duplicate_set(d, i) for i, d in enumerate(raw_dups))
     _ordered("records", [r.dot for r in records])
     _ordered("marks", [by for by, _ in marks])
+    _ordered("duplicates", [d.dot for d in duplicates])
     return Page(
         node=node,
         actor=actor,
@@ -537,6 +618,7 @@ def decode_page(body: bytes, retired: Retirements = EMPTY) -> Page:
         marks=marks,
         version=v,
         retired=retired if v >= 2 else EMPTY,
+        duplicates=duplicates,
     )
 
 

@@ -10,8 +10,9 @@ answer; the store then commits the whole group in one transaction.
 
 An operation refused here (an overflow, a reused idempotency key, a conflicting dot) raises
 before it changes the group, so the rest of the group commits without it. The exactly-once
-rules are :mod:`vvstore.idempotency`'s (:func:`~vvstore.idempotency.compensations`); this
-module applies them to a group. docs/design.md explains both.
+rules are :mod:`vvstore.idempotency`'s: once every peer speaks the format that carries them, a
+group publishes duplicate sets (:func:`publish_sets`); until then it compensates as the
+release before did (:func:`compensate`). docs/design.md explains both.
 
 Pure: the standard library and the pure core only. Nothing here reads a clock, draws
 randomness or touches a database or a log: the token of a new actor id arrives with the group,
@@ -31,7 +32,16 @@ from vvstore.clock import VersionVector
 from vvstore.codec import Outcome, Reply, Write
 from vvstore.counter import CounterState, Entry
 from vvstore.errors import ConflictingEntry, IdempotencyKeyReused, Overflow
-from vvstore.idempotency import Dot, Record, compensations, fingerprint, key_hash
+from vvstore.idempotency import (
+    Dot,
+    DuplicateSet,
+    Record,
+    compensations,
+    duplicates_of,
+    fingerprint,
+    key_hash,
+    sets_to_publish,
+)
 from vvstore.retirement import EMPTY, Retirements, earlier_actors, finals_to_raise
 from vvstore.wire import MAX_FLOORS_BYTES, floors_bytes
 
@@ -48,6 +58,7 @@ __all__ = [
     "prepare_raise",
     "prepare_retire",
     "prepare_writes",
+    "publish_sets",
     "waiting",
 ]
 
@@ -124,6 +135,15 @@ class Group:
     token: int | None = None
     # The committed retirement map.
     retired: Retirements = EMPTY
+    # Every duplicate set held of the idempotency keys this group touches, by key hash then
+    # dot; and of the counter keys it touches, by key then dot, with the marks of their copies.
+    sets: dict[bytes, dict[Dot, DuplicateSet]] = field(default_factory=dict)
+    key_sets: dict[str, dict[Dot, DuplicateSet]] = field(default_factory=dict)
+    set_marks: dict[Dot, Dot] = field(default_factory=dict)
+    # Whether duplicate sets rule (every peer speaks their format), and whether this group may
+    # publish one now (it writes a dot of our actor: not while the actor awaits confirmation).
+    exclude: bool = False
+    may_publish: bool = False
 
     # Decided: the rows to write. The states after the group, of the keys it changes.
     states: dict[str, CounterState] = field(default_factory=dict)
@@ -133,6 +153,7 @@ class Group:
     # New records, with what the reply showed for the copies this node made.
     new_records: list[tuple[Record, Reply | None]] = field(default_factory=list)
     marks: dict[Dot, Dot] = field(default_factory=dict)
+    new_sets: list[DuplicateSet] = field(default_factory=list)
     # Retirements to record (actor -> final seq; the larger final wins).
     retire: dict[str, int] = field(default_factory=dict)
     local_writes: int = 0
@@ -147,13 +168,37 @@ class Group:
     @property
     def dirty(self) -> bool:
         return bool(
-            self.rows or self.vector or self.meta or self.new_records or self.marks or self.retire
+            self.rows
+            or self.vector
+            or self.meta
+            or self.new_records
+            or self.marks
+            or self.retire
+            or self.new_sets
         )
 
     def state(self, key: str) -> CounterState:
         """``key``'s state as the group leaves it so far (empty if never written)."""
         state = self.states.get(key) or self.base.get(key)
         return state if state is not None else CounterState()
+
+    def add_set(self, dup: DuplicateSet) -> bool:
+        """Hold ``dup`` (new: to write) and rule the key's value by it; False if held already."""
+        if dup.dot in self.sets.get(dup.khash, {}):
+            return False
+        self.sets.setdefault(dup.khash, {})[dup.dot] = dup
+        self.key_sets.setdefault(dup.key, {})[dup.dot] = dup
+        self.new_sets.append(dup)
+        self.rule(dup.key)
+        return True
+
+    def rule(self, key: str) -> None:
+        """Give ``key``'s state the duplicates its sets and marks say (when sets rule)."""
+        if not self.exclude:
+            return
+        marks = self.set_marks | self.marks
+        duplicates = duplicates_of(self.key_sets.get(key, {}).values(), marks)
+        self.states[key] = self.state(key).with_duplicates(duplicates)
 
     def switch(self, identity: Identity, reason: str) -> None:
         """Switch ``identity`` to the new actor the group's token names, within this group."""
@@ -249,7 +294,10 @@ def prepare_writes(group: Group, identity: Identity, writes: Sequence[Write]) ->
 
 def _replay(group: Group, kh: bytes, fp: bytes, key: str, state: CounterState) -> Outcome | None:
     """The outcome of a write whose idempotency key this node holds a copy of, if any."""
-    copies = group.copies.get(kh)
+    copies = dict(group.copies.get(kh, {}))
+    for dup in group.sets.get(kh, {}).values():  # copies whose records may be purged
+        for copy in dup.copies:
+            copies.setdefault(copy.dot, copy)
     if not copies:
         return None
     first = min(copies.values(), key=lambda r: r.order)
@@ -270,8 +318,9 @@ def prepare_apply(
     entries: Sequence[tuple[str, Entry]],
     records: Iterable[Record],
     marks: Iterable[tuple[Dot, Dot]],
+    sets: Iterable[DuplicateSet] = (),
 ) -> ApplyResult:
-    """Join a page of remote entries, records and marks into the group: all or none.
+    """Join a page of remote entries, records, marks and duplicate sets: all or none.
 
     An entry of our own actor beyond our counter (a restored backup that was not detected
     otherwise) switches to a new incarnation.
@@ -297,6 +346,9 @@ def prepare_apply(
             rows[(key, entry.actor)] = entry
             page_dots[entry.dot] = key
     group.dots.update(page_dots)
+    sets = list(sets)
+    if any(dup.actor == identity.actor and dup.seq > identity.seq for dup in sets):
+        switch = True
     if switch:
         group.switch(identity, "another node holds a seq of our actor beyond our counter")
     group.states.update(states)
@@ -310,6 +362,8 @@ def prepare_apply(
             new += 1
     for by, marked in marks:
         mark(group, marked, by)
+    for dup in sets:
+        new += group.add_set(dup)
     return ApplyResult(received=len(entries), applied=len(rows), records=new)
 
 
@@ -322,6 +376,9 @@ def mark(group: Group, marked: Dot, by: Dot) -> None:
         record = copies.get(marked)
         if record is not None:
             copies[marked] = dataclasses.replace(record, mark=group.marks[marked])
+    for key, sets in group.key_sets.items():
+        if any(marked == copy.dot for dup in sets.values() for copy in dup.copies):
+            group.rule(key)
 
 
 def compensate(group: Group, identity: Identity, khashes: Set[bytes]) -> set[bytes]:
@@ -353,6 +410,23 @@ def compensate(group: Group, identity: Identity, khashes: Set[bytes]) -> set[byt
         if waiting(group, identity.node_id, kh):
             still.add(kh)
     return still
+
+
+def publish_sets(group: Group, identity: Identity, khashes: Set[bytes]) -> None:
+    """Publish a duplicate set for each counter key of ``khashes`` that needs a new one.
+
+    Each set takes the next seq of our actor, with no entry: V records that seq (our counter
+    must never go back to it), and the set travels in our stream like a write.
+    """
+    for kh in sorted(khashes):
+        records = group.copies.get(kh, {}).values()
+        for key, copies in sets_to_publish(records, group.sets.get(kh, {}).values()):
+            identity.seq += 1
+            group.add_set(DuplicateSet(identity.actor, identity.seq, kh, key, copies))
+            group.vector[identity.actor] = identity.seq
+            group.local_writes += 1
+            if any(c.fingerprint != copies[0].fingerprint for c in copies):
+                group.mixed.append(kh)
 
 
 def waiting(group: Group, node_id: str, kh: bytes) -> bool:
