@@ -263,6 +263,8 @@ class Store:
         self.unsafe_evictions = 0
         #: Called after every commit that holds a local write (the sync loop's notices).
         self.on_local_commit: list[Callable[[], None]] = []
+        #: Called after every commit with the group's operations and the commit's seconds.
+        self.on_commit: list[Callable[[int, float], None]] = []
         # The start-up fence (see fence()): local writes wait on _writable until the actor this
         # start resumed is confirmed by every peer, or replaced by a fresh one.
         self._resumed = False
@@ -719,6 +721,11 @@ class Store:
         (row,) = await _rows(db, "SELECT COUNT(*) FROM records")
         return int(row[0])
 
+    async def key_count(self) -> int:
+        """Keys with at least one committed entry (a scan of the entries' key order)."""
+        ((count,),) = await self._query("SELECT COUNT(DISTINCT key) FROM entries")
+        return int(count)
+
     async def idempotency_status(self, now: float) -> dict[str, Any]:
         """Records held, the age of the oldest in seconds, and the unsafe evictions so far."""
         ((count, oldest),) = await self._query("SELECT COUNT(*), MIN(created) FROM records")
@@ -806,8 +813,11 @@ class Store:
                     kh.hex(),
                 )
         if group.dirty:
+            started = time.perf_counter()
             await self._commit(group)
             self.commits += 1
+            for observe in self.on_commit:
+                observe(len(ops), time.perf_counter() - started)
             self._pending_meta.clear()
             self._pending_vector.clear()
             self._pending_retire.clear()
