@@ -9,6 +9,8 @@
   every other command, and importing the CLI, loads nothing of the harness.
 - Only vvstore/store.py talks to SQLite (aiosqlite).
 - Only the HTTP server side (api.py, node.py, and testing helpers) imports aiohttp.web.
+- Only vvstore/metrics.py imports prometheus_client, and it imports no I/O library: it counts
+  and formats, the node and the API feed it.
 
 Imports are found anywhere in a module (inside functions and ``if TYPE_CHECKING:`` blocks too),
 relative imports are resolved, and ``from vvstore import x`` counts as importing ``vvstore.x``.
@@ -46,6 +48,9 @@ FORBIDDEN_IN_CORE = frozenset({"time", "random", "asyncio", "secrets"})
 SQLITE_MODULES = frozenset({"store"})
 #: The only modules that may import aiohttp.web (the server side), besides testing helpers.
 WEB_MODULES = frozenset({"api", "node"})
+#: The only module that may import prometheus_client, and what it may not import.
+METRICS_MODULES = frozenset({"metrics"})
+METRICS_FORBIDDEN = frozenset({"aiohttp", "aiosqlite", "asyncio", "sqlite3", "socket"})
 
 
 # --- the checkers ---------------------------------------------------------------------------
@@ -353,3 +358,29 @@ def test_importing_the_package_stays_in_the_pure_core() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def imports_top(module: str, source: str, tops: frozenset[str]) -> list[str]:
+    """The imports of ``module`` whose top-level package is one of ``tops``."""
+    return sorted(name for name in imported_names(module, source) if name.split(".")[0] in tops)
+
+
+def test_the_top_level_checker_catches_an_import() -> None:
+    prometheus = frozenset({"prometheus_client"})
+    assert imports_top("api", "from prometheus_client import Counter\n", prometheus)
+    assert imports_top("api", "def f() -> None:\n    import prometheus_client.parser\n", prometheus)
+    assert not imports_top("api", "from vvstore.metrics import Metrics\n", prometheus)
+
+
+def test_only_the_metrics_module_imports_prometheus_client() -> None:
+    modules = package_modules()
+    prometheus = frozenset({"prometheus_client"})
+    importers = sorted(
+        name for name, source in modules.items() if imports_top(name, source, prometheus)
+    )
+    assert importers == sorted(METRICS_MODULES)
+
+
+def test_the_metrics_module_does_no_io() -> None:
+    for module in METRICS_MODULES:
+        assert imports_top(module, package_modules()[module], METRICS_FORBIDDEN) == []

@@ -12,10 +12,13 @@ import re
 from pathlib import Path
 from typing import cast
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from vvstore import errors
 from vvstore.api import _STATUS, NodeService, create_app, error_response
 from vvstore.cli import _parser
 from vvstore.harness import demo
+from vvstore.metrics import Metrics, PeerState, Snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 API_DOC = ROOT / "docs" / "api.md"
@@ -173,3 +176,37 @@ def test_the_restore_reasons_operations_md_quotes_are_the_codes() -> None:
     for words in quoted:
         assert words in text, f"operations.md no longer quotes {words!r}"
         assert words in source, f"the code no longer says {words!r} (operations.md does)"
+
+
+def _metric_table() -> dict[str, tuple[str, set[str]]]:
+    """The Metrics section's table of operations.md: name -> (type, labels)."""
+    text = _read(ROOT / "docs" / "operations.md")
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(vvstore_\w+)` \| (\w+) \|([^|]*)\|", section, re.MULTILINE)
+    return {name: (kind, set(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+
+
+def test_every_metric_is_documented_with_its_type_and_labels() -> None:
+    """The names, types and labels of a real scrape (a peer in it) are the table's rows."""
+    snapshot = Snapshot((PeerState("http://p", True, 0, 1.0, 1, 0, 1, 1),), 1, 0, 1)
+    metrics = Metrics()
+    metrics.observe_request("GET", "/health", 200, 0.001)
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(metrics.render(snapshot).decode())
+        if not family.name.endswith("_created")
+    }
+    exported = {
+        # The text format names a counter without its _total; the table names the samples.
+        (name + "_total" if family.type == "counter" else name): (
+            family.type,
+            {
+                label
+                for sample in family.samples
+                for label in sample.labels
+                if label not in ("le", "quantile")
+            },
+        )
+        for name, family in families.items()
+    }
+    assert _metric_table() == exported

@@ -51,6 +51,7 @@ from vvstore.errors import (
     VVStoreError,
 )
 from vvstore.idempotency import normalize_idempotency_key
+from vvstore.metrics import CONTENT_TYPE, Metrics
 from vvstore.retirement import Retirements
 from vvstore.routes import ROUTES
 from vvstore.signing import NODE_HEADER, NONCE_HEADER, ClusterAuth
@@ -79,6 +80,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+#: One line per request: method, route template, status, seconds (never a key or a header).
+access_log = logging.getLogger("vvstore.access")
 
 COUNTER_BODY_LIMIT = 64 * 1024
 BATCH_BODY_LIMIT = 1024 * 1024
@@ -102,6 +105,13 @@ class NodeService(Protocol):
     ) -> tuple[list[tuple[str, CounterState]], str | None]: ...
 
     async def status(self) -> dict[str, Any]: ...
+
+    @property
+    def metrics(self) -> Metrics:
+        """The node's metrics, which the API counts every request into."""
+        ...
+
+    async def scrape(self) -> bytes: ...
 
     @property
     def retirements(self) -> Retirements: ...
@@ -163,6 +173,9 @@ def error_response(exc: VVStoreError) -> web.Response:
     return _json(body, status, headers or None)
 
 
+#: The status recorded (metrics, access log) for a request whose client closed the connection
+#: before the answer: nobody received a status, and 499 is the usual figure for it.
+CLIENT_CLOSED = 499
 #: Seconds between two log lines about the same refusal (sender and code).
 REFUSAL_LOG_INTERVAL = 60.0
 _REFUSALS_LOGGED = web.AppKey("refusals_logged", dict[tuple[str, str], float])
@@ -186,6 +199,30 @@ def _log_refused_peer(request: web.Request, exc: Unauthorized) -> None:
         exc.code,
         exc.message,
     )
+
+
+@web.middleware
+async def _observe(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Count and time every request, refused ones included, and write its access-log line.
+
+    The route is the template of the route table, so no key reaches a label or the log.
+    """
+    started = time.perf_counter()
+    status = 500  # what aiohttp answers when a handler raises past the error middleware
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except asyncio.CancelledError:
+        status = CLIENT_CLOSED  # the client went away before the answer
+        raise
+    finally:
+        seconds = time.perf_counter() - started
+        metrics = _service(request).metrics
+        route = metrics.observe_request(request.method, request.path, status, seconds)
+        access_log.info("%s %s %s %d %.6fs", request.remote, request.method, route, status, seconds)
 
 
 @web.middleware
@@ -383,6 +420,11 @@ async def sync_retired(request: web.Request) -> web.Response:
     return web.Response(body=encode_retired_page(page), content_type="application/json")
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = await _service(request).scrape()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
 async def openapi(request: web.Request) -> web.Response:
     spec = importlib.resources.files("vvstore").joinpath("openapi.yaml").read_bytes()
     return web.Response(body=spec, content_type="application/yaml")
@@ -396,6 +438,7 @@ _HANDLERS: dict[str, _Handler] = {
     for handler in (
         health,
         status,
+        metrics,
         openapi,
         list_counters,
         get_counter,
@@ -433,7 +476,7 @@ def create_app(
     :param token: when given, every client route but ``GET /health`` requires it.
     :param cluster: when given, the sync routes require its signature, and sign their replies.
     """
-    app = web.Application(middlewares=[_auth, _errors], client_max_size=SYNC_BODY_LIMIT)
+    app = web.Application(middlewares=[_observe, _auth, _errors], client_max_size=SYNC_BODY_LIMIT)
     app[SERVICE] = service
     app[BODY_TIMEOUT] = body_timeout
     app[_REFUSALS_LOGGED] = {}

@@ -2,7 +2,7 @@
 
 Two secrets, two audiences:
 
-* **Client routes** (counters, batch, status, the OpenAPI document) take
+* **Client routes** (counters, batch, status, metrics, the OpenAPI document) take
   ``Authorization: Bearer <token>``. :class:`TokenAuth` keeps only the SHA-256 of the token
   and compares SHA-256 digests with :func:`hmac.compare_digest`, so the comparison takes the
   same time whatever the presented value, its length included.

@@ -30,11 +30,12 @@ from vvstore.codec import Outcome, Write
 from vvstore.config import NodeConfig, is_loopback_host
 from vvstore.counter import CounterState
 from vvstore.errors import VVStoreError
+from vvstore.metrics import Metrics, PeerState, Snapshot
 from vvstore.peer import HttpPeer
 from vvstore.retirement import Retirements
 from vvstore.signing import ClusterAuth
 from vvstore.store import PurgeResult, Store
-from vvstore.sync import Peer, SyncLoop
+from vvstore.sync import Peer, PeerLink, SyncLoop, behind
 from vvstore.wire import (
     DUPLICATE_SETS_VERSION,
     Notice,
@@ -83,6 +84,9 @@ class Node:
             on_all_heard=store.confirm,
         )
         store.on_local_commit.append(self.sync.local_write)
+        #: This node's metrics (its own registry): the API counts requests into it.
+        self.metrics = Metrics()
+        store.on_commit.append(self.metrics.observe_commit)
 
     @classmethod
     async def open(
@@ -149,7 +153,11 @@ class Node:
         return self.config.node_id
 
     async def write(self, writes: Sequence[Write]) -> list[Outcome]:
-        return await self.store.write(writes)
+        outcomes = await self.store.write(writes)
+        self.metrics.observe_increments(
+            sum(1 for w, o in zip(writes, outcomes, strict=True) if not w.reset and not o.replayed)
+        )
+        return outcomes
 
     async def increment(
         self, key: str, amount: int, *, idempotency_key: str | None = None
@@ -183,7 +191,7 @@ class Node:
             },
             "version": vector.to_dict(),
             "actors": {
-                "live": sum(1 for actor in vector if actor not in retired),
+                "live": _live_actors(vector, retired),
                 "retired": len(retired),
                 "retired_digest": retired.digest,
             },
@@ -191,6 +199,32 @@ class Node:
             "clock_skew": dict(self.cluster.skews) if self.cluster is not None else {},
             **await self.store.idempotency_status(self._clock()),
         }
+
+    async def scrape(self) -> bytes:
+        """The metrics exposition: the counted figures, and the state as it stands now."""
+        vector, retired, now = await self.store.vector(), self.store.retirements, self._clock()
+        peers = tuple(
+            PeerState(
+                peer=link.peer.url,
+                up=link.reachable,
+                behind=behind(vector, _known(link)),
+                seconds_since_sync=(
+                    None if link.last_success is None else max(0.0, now - link.last_success)
+                ),
+                rounds_complete=link.rounds,
+                rounds_failed=link.failed_rounds,
+                bytes_received=link.peer.bytes_received,
+                bytes_sent=link.peer.bytes_sent,
+            )
+            for link in self.sync.links
+        )
+        snapshot = Snapshot(
+            peers=peers,
+            actors_live=_live_actors(vector, retired),
+            actors_retired=len(retired),
+            keys=await self.store.key_count(),
+        )
+        return self.metrics.render(snapshot)
 
     @property
     def retirements(self) -> Retirements:
@@ -233,6 +267,16 @@ class Node:
         ours = await self.store.vector()
         self.sync.notice_received(notice, ours)
         return ours
+
+
+def _known(link: PeerLink) -> VersionVector:
+    """What the peer is known to hold: its S of the last complete round, merged with the
+    vectors of its notices since."""
+    return link.heard if link.vector is None else link.heard.merge(link.vector)
+
+
+def _live_actors(vector: VersionVector, retired: Retirements) -> int:
+    return sum(1 for actor in vector if actor not in retired)
 
 
 def node_app(config: NodeConfig) -> web.Application:

@@ -68,6 +68,8 @@ class HttpPeer:
         self.node_id: str | None = None
         #: Bytes received in sync responses (figures for replication cost).
         self.bytes_received = 0
+        #: Bytes of sync requests sent (the other half of the replication cost).
+        self.bytes_sent = 0
 
     async def _recipient(self) -> str:
         if self.node_id is None:
@@ -96,6 +98,7 @@ class HttpPeer:
                         nonce=secrets.token_hex(16),
                     )
                 )
+            self.bytes_sent += len(body)
             async with self._session.post(
                 self.url + path, data=body, headers=headers, timeout=self._timeout
             ) as response:

@@ -47,6 +47,7 @@ class Route:
 ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/health", "none", "health"),
     Route("GET", "/status", "token", "status"),
+    Route("GET", "/metrics", "token", "metrics"),
     Route("GET", "/openapi.yaml", "token", "openapi"),
     Route("GET", "/counters", "token", "list_counters"),
     Route("GET", "/counters/{key}", "token", "get_counter"),

@@ -311,6 +311,8 @@ class Store:
         self.unsafe_evictions = 0
         #: Called after every commit that holds a local write (the sync loop's notices).
         self.on_local_commit: list[Callable[[], None]] = []
+        #: Called after every commit with the group's operations and the commit's seconds.
+        self.on_commit: list[Callable[[int, float], None]] = []
         # The start-up fence (see fence()): local writes wait on _writable until the actor this
         # start resumed is confirmed by every peer, or replaced by a fresh one.
         self._resumed = False
@@ -785,6 +787,11 @@ class Store:
         (row,) = await _rows(db, "SELECT COUNT(*) FROM records")
         return int(row[0])
 
+    async def key_count(self) -> int:
+        """Keys with at least one committed entry (a scan of the entries' key order)."""
+        ((count,),) = await self._query("SELECT COUNT(DISTINCT key) FROM entries")
+        return int(count)
+
     async def idempotency_status(self, now: float) -> dict[str, Any]:
         """Records held, the age of the oldest in seconds, and the unsafe evictions so far."""
         ((count, oldest),) = await self._query("SELECT COUNT(*), MIN(created) FROM records")
@@ -890,11 +897,14 @@ class Store:
         if group.exclude and not self.sets_rule:
             group.meta["sets_rule"] = "1"
         if group.dirty:
+            started = time.perf_counter()
             await self._commit(group)
             self.commits += 1
             if group.may_publish:
                 self._pending_sets.clear()
             self.sets_rule = group.exclude
+            for observe in self.on_commit:
+                observe(len(ops), time.perf_counter() - started)
             self._pending_meta.clear()
             self._pending_vector.clear()
             self._pending_retire.clear()

@@ -117,6 +117,11 @@ class Peer(Protocol):
         """Bytes of sync responses received from this peer so far."""
         ...
 
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of sync requests sent to this peer so far."""
+        ...
+
     async def pull(self, request: PullRequest) -> Page: ...
 
     async def notify(self, notice: Notice) -> None: ...
@@ -298,11 +303,15 @@ class PeerLink:
     last_error: str | None = None
     behind: int = 0
     failures: int = 0
+    #: Rounds that failed or were abandoned since start (``failures`` counts the latest run).
+    failed_rounds: int = 0
     rounds: int = 0
     pulled_pages: int = 0
     pulled_entries: int = 0
     #: The peer's committed vector S from the last complete round (None until one completes).
     vector: VersionVector | None = None
+    #: The merge of every vector the peer announced in a notice: what it is known to hold.
+    heard: VersionVector = field(default_factory=VersionVector)
     #: The format version we speak to the peer, and when to try the newest again (if older).
     version: int = FORMAT_VERSION
     version_retry_at: float = 0.0
@@ -404,9 +413,11 @@ class SyncLoop:
 
     def notice_received(self, notice: Notice, ours: VersionVector) -> None:
         """Pull soon from the sender, unless our vector already descends (holds all of) its."""
+        known = [link for link in self.links if link.node == notice.node]
+        for link in known:
+            link.heard = link.heard.merge(notice.vector)
         if not notice.differs and ours.descends(notice.vector):
             return
-        known = [link for link in self.links if link.node == notice.node]
         for link in known or [link for link in self.links if link.node is None]:
             link.wake.set()
 
@@ -499,6 +510,7 @@ class SyncLoop:
 
     async def _failed(self, link: PeerLink, exc: BaseException) -> None:
         link.failures += 1
+        link.failed_rounds += 1
         link.reachable = False
         link.last_error = f"{type(exc).__name__}: {exc}"
         # Logged when the trouble starts or changes kind, then at most once a minute: a dead

@@ -66,6 +66,7 @@ WWW_AUTHENTICATE = 'Bearer realm="vvstore"'
 #: One valid request per client route: (method, path, route template, body).
 CLIENT_CALLS: list[tuple[str, str, str, bytes | None]] = [
     ("GET", "/status", "/status", None),
+    ("GET", "/metrics", "/metrics", None),
     ("GET", "/openapi.yaml", "/openapi.yaml", None),
     ("GET", "/counters", "/counters", None),
     ("GET", "/counters/k", "/counters/{key}", None),

@@ -673,6 +673,7 @@ def test_any_target_round_trips_whatever_the_order_of_its_query(
 def test_the_route_table_lists_every_route_of_the_api() -> None:
     assert dict(ROUTE_CREDENTIALS) == {
         ("GET", "/health"): "none",
+        ("GET", "/metrics"): "token",
         ("GET", "/status"): "token",
         ("GET", "/openapi.yaml"): "token",
         ("GET", "/counters"): "token",

@@ -117,6 +117,7 @@ class MemoryPeer:
         self.dst = dst
         self.url = f"memory://{dst}"
         self.bytes_received = 0
+        self.bytes_sent = 0
 
     def _target(self) -> Node:
         if not self.network.passes(self.src, self.dst):
@@ -131,6 +132,7 @@ class MemoryPeer:
         stats = self.network.link_stats(self.src, self.dst)
         stats.calls += 1
         stats.request_bytes += len(body)
+        self.bytes_sent += len(body)
         target = self._target()
         page = await target.serve_pull(decode_pull_request(body, target.retirements))
         reply = encode_page(page)
@@ -146,6 +148,7 @@ class MemoryPeer:
         stats = self.network.link_stats(self.src, self.dst)
         stats.calls += 1
         stats.request_bytes += len(body)
+        self.bytes_sent += len(body)
         target = self._target()
         await target.receive_notice(decode_notice(body, target.retirements))
 
@@ -154,6 +157,7 @@ class MemoryPeer:
         stats = self.network.link_stats(self.src, self.dst)
         stats.calls += 1
         stats.request_bytes += len(body)
+        self.bytes_sent += len(body)
         target = self._target()
         reply = encode_retired_page(await target.serve_retired(decode_retired_request(body)))
         if not self.network.passes(self.dst, self.src):
