@@ -793,12 +793,18 @@ class Store:
         return int(count)
 
     async def idempotency_status(self, now: float) -> dict[str, Any]:
-        """Records held, the age of the oldest in seconds, and the unsafe evictions so far."""
+        """Records held, the age of the oldest in seconds, the unsafe evictions so far, and how
+        duplicates are counted once (the rule, and the duplicate sets held)."""
         ((count, oldest),) = await self._query("SELECT COUNT(*), MIN(created) FROM records")
+        ((sets,),) = await self._query("SELECT COUNT(*) FROM duplicates")
         return {
             "records": count,
             "oldest_record_age": None if oldest is None else max(0.0, now - oldest),
             "idempotency_unsafe_evictions": self.unsafe_evictions,
+            "exactly_once": {
+                "rule": "duplicate sets" if self.sets_rule else "compensation",
+                "duplicate_sets": sets,
+            },
         }
 
     async def _write_loop(self) -> None:

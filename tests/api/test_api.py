@@ -192,8 +192,11 @@ async def test_status_shape(client: ApiClient, node: Node) -> None:
         "records",
         "oldest_record_age",
         "idempotency_unsafe_evictions",
+        "exactly_once",
     }
     assert body["node"] == node.node_id
+    # No peers to wait for: duplicate sets rule from the start.
+    assert body["exactly_once"] == {"rule": "duplicate sets", "duplicate_sets": 0}
     assert (body["records"], body["oldest_record_age"]) == (0, None)
     assert body["idempotency_unsafe_evictions"] == 0
     assert body["actor"].startswith(f"{node.node_id}~")
