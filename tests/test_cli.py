@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 
 from vvstore import __version__
 from vvstore.cli import loop_factory, main
+from vvstore.config import SETTINGS
 from vvstore.errors import ConfigError
 
 START_DEADLINE = 15.0
@@ -109,9 +111,16 @@ def wait_for_startup(process: subprocess.Popen[bytes], log_path: Path) -> re.Mat
 
 @contextlib.contextmanager
 def serving(
-    data_dir: Path, log_path: Path, node_id: str = "c1", extra: Sequence[str] = ()
+    data_dir: Path,
+    log_path: Path,
+    node_id: str = "c1",
+    extra: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
-    """Start ``vvstore serve`` on a free port; always kill it (by its PID) afterwards."""
+    """Start ``vvstore serve`` on a free port; always kill it (by its PID) afterwards.
+
+    ``env`` is added to this process's environment for the server.
+    """
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [
@@ -129,6 +138,7 @@ def serving(
             ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
     try:
         match = wait_for_startup(process, log_path)
@@ -151,11 +161,13 @@ def one_error_line(stderr: str) -> str:
 # --- argument errors, in-process -------------------------------------------------------------
 
 
-def test_serve_without_node_id_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["serve", "--data-dir", str(tmp_path / "d")])
-    assert exit_info.value.code == 2
-    assert "--node-id" in capsys.readouterr().err
+def test_serve_without_node_id_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VVSTORE_NODE_ID", raising=False)
+    assert main(["serve", "--data-dir", str(tmp_path / "d")]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "--node-id" in line and "VVSTORE_NODE_ID" in line, line
     assert not (tmp_path / "d").exists()
 
 
@@ -175,7 +187,6 @@ def test_bad_durability_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     [
         [],
         ["frobnicate"],
-        ["serve", "--node-id", "c1"],
         ["serve", "--node-id", "c1", "--data-dir", "d", "--port", "eighty"],
         ["incr"],
         ["incr", "k", "notanumber"],
@@ -186,7 +197,6 @@ def test_bad_durability_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     ids=[
         "no-command",
         "unknown-command",
-        "no-data-dir",
         "port-not-int",
         "incr-no-key",
         "incr-not-a-number",
@@ -225,7 +235,7 @@ def test_invalid_config_is_one_error_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], words: str
 ) -> None:
     data_dir = tmp_path / "d"
-    assert main(["serve", "--data-dir", str(data_dir), *flags]) == 1
+    assert main(["serve", "--data-dir", str(data_dir), *flags]) == 2
     captured = capsys.readouterr()
     assert words in one_error_line(captured.err)
     assert captured.out == ""
@@ -243,6 +253,88 @@ def test_client_command_against_closed_port_is_one_error_line(
     captured = capsys.readouterr()
     assert url in one_error_line(captured.err)
     assert captured.out == ""
+
+
+# --- vvstore config ---------------------------------------------------------------------------
+
+
+def test_config_shows_each_setting_with_its_source_and_hides_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = "t0k3n" * 8
+    token_file = tmp_path / "token"
+    token_file.write_text(token + "\n")
+    config_file = tmp_path / "node.toml"
+    config_file.write_text(f'node_id = "from-file"\nport = 9001\ntoken_file = "{token_file}"\n')
+    monkeypatch.setenv("VVSTORE_PORT", "9002")
+    monkeypatch.setenv("VVSTORE_LOG_FORMAT", "json")
+    argv = ["config", "--config", str(config_file), "--data-dir", "d", "--log-format", "text"]
+
+    assert main([*argv, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert token not in out
+    report = json.loads(out)
+    assert list(report) == [row.name for row in SETTINGS]
+    assert report["node_id"] == {"value": "from-file", "source": "file", "from": str(config_file)}
+    assert report["data_dir"] == {"value": "d", "source": "flag", "from": "--data-dir"}
+    assert report["port"] == {"value": 9002, "source": "env", "from": "$VVSTORE_PORT"}
+    assert report["log_format"] == {"value": "text", "source": "flag", "from": "--log-format"}
+    assert report["host"] == {"value": "127.0.0.1", "source": "default"}
+    assert report["token"] == {
+        "value": "<redacted>",
+        "source": "file",
+        "from": str(config_file),
+        "file": str(token_file),
+    }
+    assert report["cluster_secret"] == {"value": None, "source": "default"}
+
+    monkeypatch.delenv("VVSTORE_PORT")
+    monkeypatch.setenv("VVSTORE_TOKEN", token)
+    assert main([*argv[:3], "--data-dir", "d"]) == 0
+    table = capsys.readouterr().out
+    assert token not in table
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in table.splitlines()[1:]}
+    assert set(rows) == {row.name for row in SETTINGS}
+    assert rows["port"].split() == ["9001", "file", str(config_file)]
+    assert rows["log_format"].split() == ["json", "env", "$VVSTORE_LOG_FORMAT"]
+    assert rows["token"].split() == ["<redacted>", "env", "$VVSTORE_TOKEN"]
+    assert rows["peers"].split() == ["-", "default"]
+
+
+@pytest.mark.parametrize(
+    ("config_text", "env", "words"),
+    [
+        ("prot = 1\n", {}, "key 'prot': no such setting (did you mean 'port'?)"),
+        ('port = "1"\n', {}, "key 'port' must be an integer"),
+        ("", {"VVSTORE_CACHE_KEYS": "many"}, "$VVSTORE_CACHE_KEYS must be an integer"),
+        ("", {"VVSTORE_HOST": "0.0.0.0"}, "binding 0.0.0.0 beyond loopback needs a cluster"),
+    ],
+    ids=["unknown-key", "key-type", "env-type", "cross-field"],
+)
+@pytest.mark.parametrize("command", ["config", "serve"])
+def test_a_refused_source_exits_2_with_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    config_text: str,
+    env: dict[str, str],
+    words: str,
+    command: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config_file = tmp_path / "node.toml"
+    config_file.write_text(config_text)
+    data_dir = tmp_path / "d"
+    argv = [command, "--node-id", "n1", "--data-dir", str(data_dir), "--config", str(config_file)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    line = one_error_line(captured.err)
+    assert words in line, line
+    if config_text:
+        assert str(config_file) in line, line
+    assert captured.out == ""
+    assert not data_dir.exists()
 
 
 # --- a real server, end to end ---------------------------------------------------------------
@@ -376,6 +468,30 @@ def test_sigterm_exits_0_and_restart_keeps_value_and_actor(tmp_path: Path) -> No
         assert second.terminate() == 0, log
 
 
+def test_serve_takes_settings_from_the_environment_and_a_file_and_logs_json(
+    tmp_path: Path,
+) -> None:
+    config_file = tmp_path / "node.toml"
+    config_file.write_text('log_format = "json"\nlog_level = "INFO"\n')
+    env = {"VVSTORE_LOG_LEVEL": "DEBUG"}  # wins over the file
+    extra = ["--config", str(config_file)]
+    with serving(tmp_path / "data", tmp_path / "quiet.log", extra=extra, env=env) as server:
+        assert json.loads(server.cli("incr", "k", "2").stdout)["value"] == 2, server.log()
+        assert server.terminate() == 0, server.log()
+        records = [json.loads(line) for line in server.log().splitlines()]
+    assert {"time", "level", "logger", "message"} <= set(records[0]), records[0]
+    assert any(STARTUP_RE.search(r["message"]) for r in records), records
+    # DEBUG for vvstore does not let aiosqlite's statements through ...
+    assert all(r["logger"].split(".")[0] == "vvstore" for r in records), records
+
+    # ... unless they are asked for.
+    extra = [*extra, "--log-libraries", "DEBUG"]
+    with serving(tmp_path / "data", tmp_path / "noisy.log", extra=extra, env=env) as server:
+        assert server.terminate() == 0, server.log()
+        loggers = {json.loads(line)["logger"] for line in server.log().splitlines()}
+    assert "aiosqlite" in loggers, loggers
+
+
 def test_tune_gc_freezes_startup_objects_and_raises_the_first_threshold() -> None:
     # In a child process: the tuning changes the whole interpreter.
     code = (
@@ -400,8 +516,7 @@ def test_serve_runs_on_the_chosen_event_loop(tmp_path: Path, loop: str) -> None:
 
 
 def test_loop_factory_names_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VVSTORE_LOOP", raising=False)
-    assert loop_factory(None) is None and loop_factory("asyncio") is None
+    assert loop_factory("asyncio") is None
     uvloop_factory = loop_factory("uvloop")
     assert uvloop_factory is not None
     made = uvloop_factory()
@@ -409,12 +524,6 @@ def test_loop_factory_names_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
         assert type(made).__module__.startswith("uvloop")
     finally:
         made.close()
-    monkeypatch.setenv("VVSTORE_LOOP", "uvloop")
-    assert loop_factory(None) is not None
-    assert loop_factory("asyncio") is None  # the flag wins over the environment
-    monkeypatch.setenv("VVSTORE_LOOP", "trio")
-    with pytest.raises(ConfigError, match="VVSTORE_LOOP must be one of asyncio, uvloop"):
-        loop_factory(None)
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as if it were not installed
     with pytest.raises(ConfigError, match=r"pip install 'vvstore\[speed\]'"):
         loop_factory("uvloop")
@@ -436,7 +545,7 @@ def test_an_unusable_data_directory_is_named_with_its_reason(
     blocker.write_text("x")
     data_dir = blocker if make == "a file" else blocker / "child"
     argv = ["serve", "--node-id", "n1", "--data-dir", str(data_dir), "--port", "0"]
-    assert main(argv) == 1
+    assert main([*argv, "--log-level", "WARNING"]) == 1
     line = one_error_line(capsys.readouterr().err)
     assert f"cannot use data directory {str(data_dir)!r}" in line, line
     assert "listen" not in line

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from vvstore import errors
 from vvstore.api import _STATUS, NodeService, create_app, error_response
 from vvstore.cli import _parser
+from vvstore.config import SETTINGS, NodeConfig, SecretRef, file_layer
 from vvstore.harness import demo
 from vvstore.metrics import Metrics, PeerState, Snapshot
 
@@ -91,6 +92,28 @@ def test_cli_doc_names_no_flag_that_does_not_exist() -> None:
     known = _long_flags(_parser()).union(*map(_long_flags, _subcommands().values()))
     unknown = sorted(set(_LONG_FLAG.findall(_read(CLI_DOC))) - known)
     assert not unknown, f"docs/cli.md names flags no parser defines: {unknown}"
+
+
+def test_the_config_file_example_is_a_valid_config() -> None:
+    blocks = re.findall(r"```toml\n(.*?)```", _read(CLI_DOC), re.DOTALL)
+    assert len(blocks) == 1, "expected one TOML example in docs/cli.md"
+    layer = file_layer(blocks[0].encode(), "example.toml")
+    assert {"node_id", "data_dir", "peers", "token", "cluster_secret"} <= set(layer)
+    # The secrets' files are not there; stand-ins let the rules that need them be checked.
+    values = {
+        name: ("x" * 32 if isinstance(sourced.value, SecretRef) else sourced.value)
+        for name, sourced in layer.items()
+    }
+    NodeConfig(**values)
+
+
+def test_every_setting_names_its_variable_and_key_as_the_cli_doc_says() -> None:
+    for row in SETTINGS:
+        assert row.env == "VVSTORE_" + row.key.upper(), row.name
+        assert row.flag.lstrip("-").replace("-", "_") in (row.key, "peer"), row.name
+    text = _read(CLI_DOC)
+    for named in ("VVSTORE_TOKEN_FILE", "VVSTORE_CLUSTER_SECRET_FILE", "VVSTORE_PEERS"):
+        assert named in text, named
 
 
 # --- docs/api.md -----------------------------------------------------------------------------

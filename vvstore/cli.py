@@ -1,10 +1,12 @@
 """The ``vvstore`` command line: a thin shell over the library.
 
-The ``serve`` flags are generated from :data:`vvstore.config.SETTINGS`, one per
-:class:`~vvstore.config.NodeConfig` field with the table's type, default and help, so a new
-setting gets its flag without a line here; :func:`config_from_args` turns them back into a
-NodeConfig. Errors are turned into one clear line on standard error and a non-zero exit status
-here, and only here.
+The ``serve`` and ``config`` flags are generated from :data:`vvstore.config.SETTINGS`, one per
+:class:`~vvstore.config.NodeConfig` field with the table's type and help, so a new setting gets
+its flag without a line here. :func:`settings_from_args` adds the environment and the
+``--config`` file (parsed by vvstore.config; this module does the reading) and
+:func:`config_from_args` turns the result into a NodeConfig, reading the secrets' files. Errors
+are turned into one clear line on standard error and a non-zero exit status here, and only
+here: 2 for a configuration that is refused, 1 for the others.
 """
 
 from __future__ import annotations
@@ -19,10 +21,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vvstore import __version__
+from vvstore import __version__, logs
 from vvstore.auth import read_secret
 from vvstore.client import Client, Status
-from vvstore.config import SETTINGS, NodeConfig, Setting
+from vvstore.config import (
+    SETTINGS,
+    NodeConfig,
+    SecretRef,
+    Setting,
+    Sourced,
+    env_layer,
+    file_layer,
+    missing_required,
+    resolve,
+)
 from vvstore.errors import ConfigError, VVStoreError
 
 __all__ = ["main"]
@@ -47,10 +59,6 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-#: Secret settings that may also come from an environment variable holding the value itself.
-SECRET_ENV = {"token": "VVSTORE_TOKEN"}
-
-
 def _read_secret(path: str | None, what: str, env: str | None = None) -> str | None:
     """:func:`vvstore.auth.read_secret` (file, else ``env``; stripped, validated), given the I/O."""
     return read_secret(
@@ -65,61 +73,141 @@ def _default_note(row: Setting) -> str:
     return f"default {int(value) if isinstance(value, float) and value.is_integer() else value}"
 
 
-def _serve_flags(serve: argparse.ArgumentParser) -> None:
-    """One flag per row of :data:`~vvstore.config.SETTINGS`, in the table's groups and order."""
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per row of :data:`~vvstore.config.SETTINGS`, in the table's groups and order.
+
+    Every flag defaults to None, "not given", so that the environment and the config file can
+    give the setting instead (:func:`settings_from_args`).
+    """
     groups = {
-        name: serve.add_argument_group(name) for name in dict.fromkeys(r.group for r in SETTINGS)
+        name: parser.add_argument_group(name) for name in dict.fromkeys(r.group for r in SETTINGS)
     }
     for row in SETTINGS:
         group, help_text = groups[row.group], row.help.replace("%", "%%")
         if row.secret:
-            env = SECRET_ENV.get(row.name)
             group.add_argument(
                 row.flag,
-                dest=f"{row.name}_file",
+                dest=row.key,
                 metavar=row.metavar,
-                help=f"file holding the {help_text}" + (f" (or set {env})" if env else ""),
-            )
-        elif row.repeated:
-            group.add_argument(
-                row.flag,
-                dest=row.name,
-                action="append",
-                type=row.type,
-                default=[],
-                metavar=row.metavar,
-                help=help_text,
+                help=f"file holding the {help_text} (or set {row.env}"
+                + (f" or {row.value_env}" if row.value_env else "")
+                + ")",
             )
         else:
             group.add_argument(
                 row.flag,
                 dest=row.name,
+                action="append" if row.repeated else "store",
                 type=row.type,
                 choices=row.choices or None,
-                required=row.required,
-                default=None if row.required else row.default,
                 metavar=row.metavar,
-                help=f"{help_text} ({_default_note(row)})",
+                help=f"{help_text} ({_default_note(row)}; or set {row.env})",
             )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file of settings; a flag or an environment variable overrides it",
+    )
+
+
+def _flag_layer(args: argparse.Namespace) -> dict[str, Sourced]:
+    found = {}
+    for row in SETTINGS:
+        value = getattr(args, row.key if row.secret else row.name)
+        if value is not None:
+            if row.secret:
+                value = SecretRef(path=value)
+            elif row.repeated:
+                value = tuple(value)
+            found[row.name] = Sourced(value, "flag", row.flag)
+    return found
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Sourced]:
+    """Every setting of a parsed ``serve`` or ``config`` command line, with its source.
+
+    Flag, then environment variable, then the ``--config`` file, then default: the first that
+    gives a setting wins. Secrets are not read yet (see :func:`config_from_args`).
+
+    :raises ConfigError: for a config file that cannot be read, or a variable or key that is
+        refused, naming it; for a required setting no source gives.
+    """
+    file: dict[str, Sourced] = {}
+    if args.config is not None:
+        try:
+            data = Path(args.config).read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the config file {args.config!r}: {exc.strerror}"
+            ) from None
+        file = file_layer(data, args.config)
+    chosen = resolve(_flag_layer(args), env_layer(os.environ), file)
+    missing_required(chosen)
+    return chosen
 
 
 def config_from_args(args: argparse.Namespace) -> NodeConfig:
     """The :class:`NodeConfig` a parsed ``serve`` command line asks for; nothing is started.
 
-    Each setting comes from its flag; a secret is read from its ``--<name>-file`` (the token,
-    else from ``VVSTORE_TOKEN``).
+    The settings come from :func:`settings_from_args`; each secret is read from the file or
+    the variable its source names.
 
-    :raises ConfigError: for a secret file that cannot be read or a value out of range.
+    :raises ConfigError: for a refused source, a secret that cannot be read, a value out of
+        range.
     """
-    return NodeConfig(**{row.name: _setting_from_args(row, args) for row in SETTINGS})
+    return _config(settings_from_args(args))
 
 
-def _setting_from_args(row: Setting, args: argparse.Namespace) -> Any:
+def _config(chosen: dict[str, Sourced]) -> NodeConfig:
+    return NodeConfig(**{row.name: _value(row, chosen[row.name]) for row in SETTINGS})
+
+
+def _value(row: Setting, sourced: Sourced) -> Any:
+    if not row.secret:
+        return sourced.value
+    ref = sourced.value
+    if ref is None:
+        return None
+    what = row.name.replace("_", " ")
+    if ref.path is not None:
+        return _read_secret(ref.path, what)
+    return _read_secret(None, what, ref.variable)
+
+
+def _shown(row: Setting, sourced: Sourced) -> Any:
+    """A setting's value as ``vvstore config`` shows it: a secret never, its file's path only."""
+    value = sourced.value
     if row.secret:
-        what = row.name.replace("_", " ")
-        return _read_secret(getattr(args, f"{row.name}_file"), what, SECRET_ENV.get(row.name))
-    value = getattr(args, row.name)
-    return tuple(value) if row.repeated else value
+        return None if value is None else "<redacted>"
+    return list(value) if row.repeated else value
+
+
+def _settings_report(chosen: dict[str, Sourced], as_json: bool) -> str:
+    """The effective settings: a table, or a JSON object by setting name, in the table's order."""
+    report = {}
+    for row in SETTINGS:
+        sourced = chosen[row.name]
+        entry = {"value": _shown(row, sourced), "source": sourced.source}
+        if sourced.origin:
+            entry["from"] = sourced.origin
+        if row.secret and sourced.value is not None and sourced.value.path is not None:
+            entry["file"] = sourced.value.path
+        report[row.name] = entry
+    if as_json:
+        return json.dumps(report, ensure_ascii=False)
+    rows = [("setting", "value", "source")]
+    for name, entry in report.items():
+        value = entry["value"]
+        if isinstance(value, list):
+            text = ",".join(value) or "-"
+        else:
+            text = "-" if value is None else str(value)
+        if "file" in entry:
+            text += f" (file {entry['file']})"
+        rows.append((name, text, " ".join(str(entry[k]) for k in ("source", "from") if k in entry)))
+    width = [max(len(r[i]) for r in rows) for i in (0, 1)]
+    lines = [f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows]
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,27 +217,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vvstore {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    sources = (
+        " Every setting has a flag, an environment variable VVSTORE_<NAME> and a key in the"
+        " --config file; a flag wins over a variable, a variable over the file."
+        " docs/cli.md says more about each."
+    )
     serve = commands.add_parser(
         "serve",
         help="run a node",
-        description="Run a node until SIGTERM or SIGINT. Every setting has a flag;"
-        " docs/cli.md says more about each.",
+        description="Run a node until SIGTERM or SIGINT." + sources,
     )
-    _serve_flags(serve)
-    process = serve.add_argument_group("process")
-    process.add_argument(
-        "--loop",
-        choices=LOOPS,
-        default=None,
-        help="event loop: asyncio, or uvloop (pip install 'vvstore[speed]');"
-        " default $VVSTORE_LOOP, else asyncio",
+    _setting_flags(serve)
+    config = commands.add_parser(
+        "config",
+        help="print the settings serve would use, and where each comes from",
+        description="Print the settings 'vvstore serve' would use with the same flags,"
+        " environment and --config file, and the source of each; secrets are shown as"
+        " <redacted>." + sources,
     )
-    process.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-        help="logging threshold (default INFO)",
-    )
+    _setting_flags(config)
+    config.add_argument("--json", action="store_true", help="print a JSON object")
 
     for name, help_text in (
         ("incr", "add to a counter"),
@@ -221,18 +308,12 @@ async def _client_command(args: argparse.Namespace) -> int:
     return 0
 
 
-LOOPS = ("asyncio", "uvloop")
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``serve`` runs on, by the name of the ``loop`` setting.
 
-
-def loop_factory(name: str | None) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop ``serve`` runs on: ``name``, else ``$VVSTORE_LOOP``, else asyncio's.
-
-    :raises ConfigError: for an unknown name, or uvloop when it is not installed.
+    :raises ConfigError: for uvloop when it is not installed.
     """
-    chosen = name or os.environ.get("VVSTORE_LOOP") or "asyncio"
-    if chosen not in LOOPS:
-        raise ConfigError(f"VVSTORE_LOOP must be one of {', '.join(LOOPS)}, got {chosen!r}")
-    if chosen == "asyncio":
+    if name == "asyncio":
         return None
     try:
         import uvloop
@@ -256,27 +337,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
+        if args.command == "config":
+            chosen = settings_from_args(args)
+            _config(chosen)  # what serve would refuse, this refuses too
+            print(_settings_report(chosen, args.json))
+            return 0
         if args.command == "serve":
             from vvstore.node import serve
 
-            logging.basicConfig(
-                level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-            )
             config = config_from_args(args)
-            factory = loop_factory(args.loop)
-            logging.getLogger("vvstore").info(
-                "event loop: %s", "uvloop" if factory is not None else "asyncio"
-            )
-            try:
-                with asyncio.Runner(loop_factory=factory) as runner:
-                    return runner.run(serve(config))
-            except OSError as exc:  # the address is taken, say
-                raise ConfigError(
-                    f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
-                ) from None
+            factory = loop_factory(config.loop)
+            with logs.configured(
+                level=config.log_level, format=config.log_format, libraries=config.log_libraries
+            ):
+                logging.getLogger("vvstore").info("event loop: %s", config.loop)
+                try:
+                    with asyncio.Runner(loop_factory=factory) as runner:
+                        return runner.run(serve(config))
+                except OSError as exc:  # the address is taken, say
+                    raise ConfigError(
+                        f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
+                    ) from None
         return asyncio.run(_client_command(args))
     except VVStoreError as exc:
         print(f"vvstore: error: {exc.message}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         return 130

@@ -11,26 +11,35 @@ type is the field's annotation. Everything else is derived from that declaration
   that tie fields together, written out;
 * the ``vvstore serve`` flags (vvstore.cli): one per setting, ``--<name-with-dashes>``, with the
   table's type, default and help; a secret gets ``--<name>-file`` instead, since a secret is
-  never a flag's value (it would show in ``ps`` and shell history).
+  never a flag's value (it would show in ``ps`` and shell history);
+* the environment variable of each setting, ``VVSTORE_<NAME>`` (``VVSTORE_<NAME>_FILE`` for a
+  secret), read by :func:`env_layer`;
+* the key of each setting in a TOML config file, ``<name>`` (``<name>_file`` for a secret),
+  read by :func:`file_layer`.
+
+Where a value comes from is a :class:`Sourced`; :func:`resolve` picks, for each setting, the
+first source that gives it: flag, then environment, then file, then the table's default.
 
 Adding a setting is therefore one declaration here (with a comment saying why its default is
-what it is) and a row in docs/cli.md (a test fails until it is there). Environment variables
-and a config file (issue 16) are to be derived from the same table.
+what it is) and a row in docs/cli.md (a test fails until it is there).
 
 Validation happens at construction and names the field, the value and the allowed range, so a
 bad flag fails before anything is opened.
 
 Pure core: standard library, :mod:`vvstore.errors` and :mod:`vvstore.auth` (for what a usable
-secret is); no I/O.
+secret is); no I/O: the environment is passed in as a mapping and a config file as its bytes,
+and secret files are read by the caller (vvstore.cli).
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
+import tomllib
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
@@ -39,17 +48,30 @@ from vvstore.auth import load_secret
 from vvstore.errors import ConfigError
 
 __all__ = [
+    "ENV_PREFIX",
     "NODE_ID_RE",
     "SETTINGS",
     "Durability",
+    "LogLevel",
     "NodeConfig",
+    "SecretRef",
     "Setting",
+    "Source",
+    "Sourced",
+    "env_layer",
+    "file_layer",
     "is_loopback_host",
+    "missing_required",
+    "resolve",
 ]
 
 NODE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 Durability = Literal["full", "normal"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+#: The environment variable of a setting is this prefix and its name in capitals.
+ENV_PREFIX: Final = "VVSTORE_"
 
 #: A check beyond range and choices: ``(name, value)`` -> the error message, or None if valid.
 Check = Callable[[str, Any], str | None]
@@ -60,6 +82,7 @@ SYNC: Final = "sync with peers"
 WRITES: Final = "writes"
 SECURITY: Final = "security"
 IDEMPOTENCY: Final = "idempotency records"
+PROCESS: Final = "process"
 
 
 def is_loopback_host(host: str) -> bool:
@@ -105,10 +128,23 @@ class Setting:
     #: None lets argparse show the choices.
     metavar: str | None = None
     check: Check | None = None
+    #: For a secret: an environment variable that may hold the secret itself (read after
+    #: :attr:`env`, which names a file); "" when there is none.
+    value_env: str = ""
 
     @property
     def required(self) -> bool:
         return self.default is MISSING
+
+    @property
+    def key(self) -> str:
+        """The setting's key in a config file: its name, ``<name>_file`` for a secret."""
+        return f"{self.name}_file" if self.secret else self.name
+
+    @property
+    def env(self) -> str:
+        """The setting's environment variable: ``VVSTORE_`` and :attr:`key` in capitals."""
+        return ENV_PREFIX + self.key.upper()
 
     def validate(self, value: Any) -> None:
         """Raise :class:`ConfigError` naming this setting when ``value`` breaks its rules."""
@@ -149,6 +185,7 @@ def row(
     flag: str = "",
     metavar: str | None = None,
     check: Check | None = None,
+    value_env: str = "",
 ) -> dict[str, Any]:
     """A field's metadata: its row of :data:`SETTINGS` but for name, type and default.
 
@@ -167,6 +204,7 @@ def row(
             "flag": flag,
             "metavar": metavar,
             "check": check,
+            "value_env": value_env,
         }
     }
 
@@ -376,6 +414,8 @@ class NodeConfig:
         help="bearer token every client route but GET /health requires, at least 32 bytes",
         group=SECURITY,
         secret=True,
+        # The client commands read it too: one variable serves a shell's client and nodes.
+        value_env="VVSTORE_TOKEN",
     )
     # Every node holds the same one. Required when a peer or the bind address is not
     # loopback (checked below).
@@ -426,6 +466,29 @@ class NodeConfig:
         group=SECURITY,
         unit="seconds",
         positive=True,
+    )
+    # The process settings below are read by the command line, not the node; they are rows of
+    # the table so that every source reaches them alike. uvloop is an extra (vvstore[speed]);
+    # asyncio is always there. Whether it is installed is checked when the loop is made.
+    loop: Literal["asyncio", "uvloop"] = setting(
+        "asyncio",
+        help="event loop: asyncio, or uvloop (pip install 'vvstore[speed]')",
+        group=PROCESS,
+    )
+    # vvstore's own loggers only; other libraries' follow log_libraries.
+    log_level: LogLevel = setting(  # noqa: RUF009 (a dataclasses.field())
+        "INFO", help="logging threshold of vvstore's own messages", group=PROCESS
+    )
+    # json: one object per line, for a log collector; text is for people.
+    log_format: Literal["text", "json"] = setting(
+        "text", help="text lines, or one JSON object per line", group=PROCESS
+    )
+    # Apart from log_level, so that DEBUG on vvstore does not bring every SQL statement of
+    # aiosqlite and every event of asyncio and aiohttp with it.
+    log_libraries: LogLevel = setting(  # noqa: RUF009 (a dataclasses.field())
+        "WARNING",
+        help="logging threshold of the libraries vvstore uses (aiosqlite, aiohttp, asyncio)",
+        group=PROCESS,
     )
 
     def __post_init__(self) -> None:
@@ -501,3 +564,175 @@ def _table() -> tuple[Setting, ...]:
 
 #: The settings table: one row per NodeConfig field, in declaration order.
 SETTINGS: Final[tuple[Setting, ...]] = _table()
+
+
+# --- where settings come from ----------------------------------------------------------------
+
+#: Where a setting's value came from, from the first consulted to the last.
+Source = Literal["flag", "env", "file", "default"]
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a secret is to be read from: a file, or the environment variable holding it.
+
+    The sources give a secret's whereabouts, never the secret: the caller reads it (with
+    :func:`vvstore.auth.read_secret`), and ``vvstore config`` can show the path without it.
+    """
+
+    path: str | None = None
+    variable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sourced:
+    """A setting's value and where it came from.
+
+    ``value`` is a :class:`SecretRef` (or None) for a secret. ``origin`` names the flag, the
+    variable or the file (``--port``, ``$VVSTORE_PORT``, ``node.toml``); it is empty for a
+    default.
+    """
+
+    value: Any
+    source: Source
+    origin: str = ""
+
+
+def _kind(one: type) -> str:
+    return {int: "an integer", float: "a number", str: "a string"}[one]
+
+
+def _from_text(row: Setting, text: str, origin: str) -> Any:
+    """The value of ``row`` that the environment text ``text`` spells; refused naming ``origin``."""
+    parts = [p.strip() for p in text.split(",") if p.strip()] if row.repeated else [text]
+    values = []
+    for part in parts:
+        try:
+            values.append(row.type(part))
+        except ValueError:
+            raise ConfigError(f"{origin} must be {_kind(row.type)}, got {part!r}") from None
+    return tuple(values) if row.repeated else values[0]
+
+
+def _checked(row: Setting, value: Any, origin: str) -> Any:
+    """``value``, validated against ``row`` now, so that an error can name where it came from."""
+    try:
+        row.validate(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc.message}") from None
+    return value
+
+
+def env_layer(environ: Mapping[str, str]) -> dict[str, Sourced]:
+    """The settings given by the environment: ``VVSTORE_<NAME>`` for each row of the table.
+
+    A variable that is empty counts as unset. A repeated setting is a comma-separated list
+    (``VVSTORE_PEERS=http://a:8080,http://b:8080``). A secret comes from the file its
+    ``VVSTORE_<NAME>_FILE`` names, else from the variable that may hold it (``VVSTORE_TOKEN``).
+
+    :raises ConfigError: naming the variable whose value has the wrong type or is out of range.
+    """
+    found: dict[str, Sourced] = {}
+    for row in SETTINGS:
+        text = environ.get(row.env, "")
+        if row.secret:
+            if text:
+                found[row.name] = Sourced(SecretRef(path=text), "env", f"${row.env}")
+            elif row.value_env and environ.get(row.value_env):
+                var = row.value_env
+                found[row.name] = Sourced(SecretRef(variable=var), "env", f"${var}")
+        elif text:
+            origin = f"${row.env}"
+            value = _checked(row, _from_text(row, text, origin), origin)
+            found[row.name] = Sourced(value, "env", origin)
+    return found
+
+
+def _from_toml(row: Setting, value: Any, where: str) -> Any:
+    """The value of ``row`` that the TOML value ``value`` gives; refused naming ``where``."""
+    if row.repeated and not isinstance(value, list):
+        raise ConfigError(f"{where} must be an array, got {value!r}")
+    items = value if row.repeated else [value]
+    for item in items:
+        wanted = (int, float) if row.type is float else (row.type,)
+        if not isinstance(item, wanted) or isinstance(item, bool):
+            raise ConfigError(
+                f"{where} must be {_kind(row.type)}, got {item!r} ({type(item).__name__})"
+            )
+    converted = [row.type(item) for item in items]
+    return tuple(converted) if row.repeated else converted[0]
+
+
+def file_layer(data: bytes, path: str) -> dict[str, Sourced]:
+    """The settings given by a TOML config file (``data``, its bytes; ``path``, its name).
+
+    The file is flat: one key per setting, the setting's name (``port = 8080``), or
+    ``<name>_file`` with the path of the file holding a secret (``token_file = "/etc/..."``).
+    Paths are taken as they are written: a relative one is relative to the working directory,
+    as on the command line.
+
+    :raises ConfigError: naming the file and the key, for a file that is not TOML, a key that
+        is no setting, a value of the wrong type or out of range, or a secret written in it.
+    """
+    origin = f"file {path!r}"
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {origin} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {origin} is not valid TOML: {exc}") from None
+    by_key = {row.key: row for row in SETTINGS}
+    found: dict[str, Sourced] = {}
+    for key, value in document.items():
+        where = f"config {origin}, key {key!r}"
+        row = by_key.get(key)
+        if row is None:
+            secret = by_key.get(f"{key}_file")
+            if secret is not None and secret.secret:
+                raise ConfigError(
+                    f"{where}: a secret is never written in the config file;"
+                    f" give the path of a file holding it as {secret.key}"
+                )
+            close = difflib.get_close_matches(key, by_key, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: no such setting{hint}")
+        if row.secret:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where} must be the path of a file, got {value!r}")
+            found[row.name] = Sourced(SecretRef(path=value), "file", path)
+        else:
+            value = _checked(row, _from_toml(row, value, where), where)
+            found[row.name] = Sourced(value, "file", path)
+    return found
+
+
+def resolve(
+    flags: Mapping[str, Sourced], env: Mapping[str, Sourced], file: Mapping[str, Sourced]
+) -> dict[str, Sourced]:
+    """Each setting from the first source that gives it: flag, environment, file, default.
+
+    A required setting no source gives is left out (see :func:`missing_required`).
+    """
+    chosen: dict[str, Sourced] = {}
+    for row in SETTINGS:
+        for layer in (flags, env, file):
+            if row.name in layer:
+                chosen[row.name] = layer[row.name]
+                break
+        else:
+            if not row.required:
+                chosen[row.name] = Sourced(row.default, "default")
+    return chosen
+
+
+def missing_required(chosen: Mapping[str, Sourced]) -> None:
+    """Refuse a resolved set of settings that lacks a required one, saying how to give it.
+
+    :raises ConfigError: naming the flag, the variable and the config file key.
+    """
+    for row in SETTINGS:
+        if row.name not in chosen:
+            raise ConfigError(
+                f"{row.name} is required: give {row.flag}, set {row.env}"
+                f" or write {row.key} in the --config file"
+            )

@@ -1,36 +1,43 @@
-"""vvstore.config: the settings table, NodeConfig's validation, and the serve flags made from it.
+"""vvstore.config: the settings table, NodeConfig's validation, and the sources of settings.
 
 The tests walk :data:`SETTINGS`, so a setting added to the table is covered here without a new
-test: it must get exactly one flag, its default must survive the round trip through argparse,
-a value given on the command line must reach NodeConfig, and a value out of range must be
-refused with a message naming it.
+test: it must get exactly one flag, a flag not given must leave its default, a value given by
+its flag, its ``VVSTORE_<NAME>`` variable or its config file key must reach NodeConfig (flag over
+variable over file over default), and a value out of range must be refused with a message
+naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vvstore.cli import _parser, config_from_args, main
-from vvstore.config import SETTINGS, NodeConfig, Setting
+from vvstore.cli import _parser, config_from_args, main, settings_from_args
+from vvstore.config import SETTINGS, NodeConfig, Setting, Sourced
 from vvstore.errors import ConfigError
 
 TOKEN = "t" * 40
 SECRET = "s" * 48
 #: Options of ``serve`` that are not settings.
-PROCESS_DESTS = {"help", "loop", "log_level"}
+PROCESS_DESTS = {"help", "config"}
 #: A valid value other than the default for each str setting without choices.
 OTHER_STR = {"node_id": "other-node", "host": "127.0.0.2"}
+#: The required settings, when a test gives them no other value.
+BASE = {"node_id": "n1", "data_dir": "d"}
 
 
 @pytest.fixture(autouse=True)
-def _no_token_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("VVSTORE_TOKEN", raising=False)
+def _no_settings_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("VVSTORE_"):
+            monkeypatch.delenv(name)
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -44,7 +51,7 @@ def serve_args(*flags: str, data_dir: str = "d") -> argparse.Namespace:
 
 
 def dest(row: Setting) -> str:
-    return f"{row.name}_file" if row.secret else row.name
+    return row.key if row.secret else row.name
 
 
 def other_value(row: Setting, tmp_path: Path) -> Any:
@@ -125,20 +132,16 @@ def test_every_setting_has_exactly_one_serve_flag() -> None:
         elif row.repeated:
             expected = "--peer"
         assert mine[0].option_strings == [expected], row.name
-        assert mine[0].required == row.required, row.name
+        # Not required by argparse: the environment or the config file may give it.
+        assert not mine[0].required, row.name
     settings = {dest(row) for row in SETTINGS}
     assert {a.dest for a in actions} == settings | PROCESS_DESTS
 
 
-def test_every_flag_default_is_the_field_default() -> None:
+def test_a_flag_not_given_leaves_the_field_default() -> None:
     by_dest = {a.dest: a for a in serve_parser()._actions}
     for row in SETTINGS:
-        if row.required:
-            continue
-        default = by_dest[dest(row)].default
-        if row.repeated:
-            default = tuple(default)
-        assert default == row.default, row.name
+        assert by_dest[dest(row)].default is None, row.name  # "not given"
     config = config_from_args(serve_args())
     assert config == NodeConfig(node_id="n1", data_dir="d")
 
@@ -176,6 +179,95 @@ def test_secret_files_are_named_when_refused(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff" * 40)
     with pytest.raises(ConfigError, match=r"token in file .*binary.* must be UTF-8 text"):
         config_from_args(serve_args("--token-file", str(binary)))
+
+
+# --- environment and config file -------------------------------------------------------
+
+
+def default_or_base(row: Setting) -> Any:
+    return BASE[row.name] if row.required else row.default
+
+
+def secret_file(tmp_path: Path, row: Setting, value: str) -> str:
+    path = tmp_path / f"{row.name}-{len(list(tmp_path.iterdir()))}"
+    path.write_text(f"{value}\n")
+    return str(path)
+
+
+def as_env(row: Setting, value: Any, tmp_path: Path) -> dict[str, str]:
+    if row.secret:
+        return {row.env: secret_file(tmp_path, row, value)}
+    return {row.env: ",".join(value) if row.repeated else str(value)}
+
+
+def as_toml(row: Setting, value: Any, tmp_path: Path) -> str:
+    if row.secret:
+        value = secret_file(tmp_path, row, value)
+    elif row.repeated:
+        value = list(value)
+    return f"{row.key} = {json.dumps(value)}\n"  # JSON strings, numbers and arrays are TOML
+
+
+def effective(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    flags: list[str],
+    env: dict[str, str],
+    toml: str | None,
+) -> tuple[Any, dict[str, Sourced]]:
+    """(NodeConfig, sources) for these flags, variables and config file, the base filled in."""
+    for name, text in env.items():
+        monkeypatch.setenv(name, text)
+    argv = ["serve", *flags]
+    if toml is not None:
+        config_path = tmp_path / "node.toml"
+        config_path.write_text(toml)
+        argv += ["--config", str(config_path)]
+    given = set(flags) | set(env) | set((toml or "").split())
+    for row in SETTINGS:
+        if row.required and not ({row.flag, row.env, row.key} & given):
+            argv += [row.flag, BASE[row.name]]
+    args = _parser().parse_args(argv)
+    return config_from_args(args), settings_from_args(args)
+
+
+@pytest.mark.parametrize("row", SETTINGS, ids=lambda r: r.name)
+@pytest.mark.parametrize("source", ["flag", "env", "file"])
+def test_every_setting_is_reachable_by_every_source(
+    row: Setting, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    value = other_value(row, tmp_path)
+    assert value != default_or_base(row), row.name
+    flags = flags_for(row, value, tmp_path) if source == "flag" else []
+    env = as_env(row, value, tmp_path) if source == "env" else {}
+    toml = as_toml(row, value, tmp_path) if source == "file" else None
+    config, chosen = effective(monkeypatch, tmp_path, flags, env, toml)
+    assert getattr(config, row.name) == value, row.name
+    assert chosen[row.name].source == source, chosen[row.name]
+
+
+@pytest.mark.parametrize("row", SETTINGS, ids=lambda r: r.name)
+@pytest.mark.parametrize(("high", "low"), [("flag", "env"), ("env", "file"), ("flag", "file")])
+def test_a_higher_source_wins_over_a_lower_one(
+    row: Setting, high: str, low: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Both ways round, so that neither value can win by being the default. An empty list of
+    # peers cannot be given by flag or variable, so peers takes two lists.
+    first, second = other_value(row, tmp_path), default_or_base(row)
+    if row.secret:
+        second = SECRET if first == TOKEN else TOKEN
+    elif row.repeated:
+        second = ("http://127.0.0.1:9003",)
+    for winner, loser in ((first, second), (second, first)):
+        values = {high: winner, low: loser}
+        flags = flags_for(row, values["flag"], tmp_path) if "flag" in values else []
+        env = as_env(row, values["env"], tmp_path) if "env" in values else {}
+        toml = as_toml(row, values["file"], tmp_path) if "file" in values else None
+        config, chosen = effective(monkeypatch, tmp_path, flags, env, toml)
+        assert getattr(config, row.name) == winner, (row.name, high, low)
+        assert chosen[row.name].source == high
+        for name in env:
+            monkeypatch.delenv(name)
 
 
 # --- validation ----------------------------------------------------------------------------
@@ -229,7 +321,7 @@ def test_an_out_of_range_flag_is_one_error_line_naming_its_field(
         assert row.flag in capsys.readouterr().err
     else:
         argv = ["serve", "--node-id", "n1", "--data-dir", str(data_dir), row.flag, str(value)]
-        assert main(argv) == 1
+        assert main(argv) == 2
         captured = capsys.readouterr()
         assert captured.err.startswith("vvstore: error: ") and captured.err.count("\n") == 1
         assert row.name in captured.err, captured.err
