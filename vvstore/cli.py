@@ -186,6 +186,10 @@ def _parser() -> argparse.ArgumentParser:
     batch = commands.add_parser(
         "batch",
         help="add to several counters in one transaction: KEY AMOUNT lines on standard input",
+        description="Read KEY AMOUNT lines from standard input (the amount is the last word,"
+        " the key the rest of the line, so it may hold spaces; blank lines are skipped) and add"
+        " them all in one transaction, or none. A bad line exits with status 2 before anything"
+        " is sent.",
     )
     batch.add_argument(
         "--idempotency-key",
