@@ -1,7 +1,8 @@
 """The package's layering, checked on the source with ``ast``.
 
 - The pure core (clock, counter, codec, wire, errors, config, idempotency, auth, signing,
-  paging, actor, routes, writes, schema, and the harness's checker) imports only the standard
+  paging, actor, routes, writes, schema, the clients' calls and replies, and the harness's
+  checker) imports only the standard
   library and other core modules, and never a clock, randomness or an event loop: time and
   randomness are passed in.
 - The product never imports the harness (vvstore/harness/): imports point harness -> product.
@@ -35,6 +36,7 @@ PACKAGE = "vvstore"
 CORE = frozenset(
     {"clock", "counter", "codec", "wire", "errors", "config", "idempotency", "auth", "paging"}
     | {"actor", "routes", "writes", "schema", "signing", "retirement"}
+    | {"calls", "replies"}
     | {"harness.checker"}
 )
 #: The harness subpackage, and the one product module allowed to load from it (lazily).

@@ -1,18 +1,34 @@
-"""Keep docs/api.md and docs/cli.md in step with the code they describe.
+"""Keep docs/api.md and docs/cli.md in step with the code they describe, and run the Python
+examples of every page in docs/.
 
 The subcommands and flags are read from the live argparse parser, the routes from the aiohttp
 application and the error codes from the API's status mapping, so a new route, flag or error
 code fails here until it is documented, and a documented one that no longer exists fails too.
+
+Every ```python block in docs/*.md is one of three kinds: a doctest session (its first line
+starts with ``>>>``), run by the page's own test (:data:`SESSION_RUNNERS`); a script, run here
+as ``python -c`` against two live in-process nodes that stand in for the docs' nodes on ports
+8080 and 8081; or a fragment that cannot run alone, marked by the line
+``<!-- fragment: why -->`` right above its fence. Fragments are few and named
+(:data:`FRAGMENTS`), so that marking is not a way out of running an example.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import random
 import re
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpServer
 
 from vvstore import errors
 from vvstore.api import _STATUS, NodeService, create_app, error_response
@@ -20,6 +36,7 @@ from vvstore.cli import _parser
 from vvstore.config import SETTINGS, NodeConfig, SecretRef, file_layer
 from vvstore.harness import demo
 from vvstore.metrics import Metrics, PeerState, Snapshot
+from vvstore.node import Node
 
 ROOT = Path(__file__).resolve().parents[1]
 API_DOC = ROOT / "docs" / "api.md"
@@ -233,3 +250,109 @@ def test_every_metric_is_documented_with_its_type_and_labels() -> None:
         for name, family in families.items()
     }
     assert _metric_table() == exported
+
+
+# --- the Python examples of docs/*.md ---------------------------------------------------------
+
+DOCS = ROOT / "docs"
+_PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+_FRAGMENT_MARK = re.compile(r"<!-- fragment: (.+?) -->\n\Z")
+#: Pages whose doctest sessions another test runs, and that test.
+SESSION_RUNNERS = {"clock.md": ROOT / "tests" / "unit" / "test_docs_clock.py"}
+#: The fragments that may be marked (page, block's line): none yet. Keep this short.
+FRAGMENTS: frozenset[tuple[str, int]] = frozenset()
+#: The docs' nodes, and what stands in for each here.
+DOC_NODES = ("127.0.0.1:8080", "127.0.0.1:8081")
+SCRIPT_DEADLINE_S = 30.0
+
+
+@dataclass(frozen=True)
+class Example:
+    page: str
+    line: int
+    source: str
+    kind: str  # "session", "script" or "fragment"
+
+    def __str__(self) -> str:
+        return f"docs/{self.page}, block at line {self.line}"
+
+
+def python_examples() -> list[Example]:
+    """Every ```python block of docs/*.md, in page and line order, with its kind."""
+    found = []
+    for path in sorted(DOCS.glob("*.md")):
+        text = path.read_text(encoding="utf-8")
+        for match in _PYTHON_BLOCK.finditer(text):
+            source = match.group(1)
+            line = text.count("\n", 0, match.start()) + 1
+            if source.lstrip().startswith(">>>"):
+                kind = "session"
+            elif _FRAGMENT_MARK.search(text, 0, match.start()):
+                kind = "fragment"
+            else:
+                kind = "script"
+            found.append(Example(path.name, line, source, kind))
+    return found
+
+
+def test_the_python_examples_are_found_and_every_one_is_run() -> None:
+    examples = python_examples()
+    scripts = [e for e in examples if e.kind == "script"]
+    assert len(scripts) >= 2, [str(e) for e in examples]  # api.md's two clients at least
+    sessions = {e.page for e in examples if e.kind == "session"}
+    assert sessions <= set(SESSION_RUNNERS), f"doctest sessions no test runs: {sessions}"
+    for page, runner in SESSION_RUNNERS.items():
+        assert page in runner.read_text(encoding="utf-8"), f"{runner} does not read {page}"
+    fragments = {(e.page, e.line) for e in examples if e.kind == "fragment"}
+    assert fragments == FRAGMENTS, f"marked fragments: {sorted(fragments)}"
+    assert len(FRAGMENTS) <= 2
+
+
+@pytest.fixture
+async def doc_nodes(
+    aiohttp_server: AiohttpServer, make_config: Callable[..., NodeConfig]
+) -> AsyncIterator[dict[str, str]]:
+    """Two live nodes, each standing in for one of DOC_NODES: {doc address: its URL here}."""
+    urls: dict[str, str] = {}
+    opened: list[Node] = []
+    try:
+        for n, address in enumerate(DOC_NODES):
+            node = await Node.open(make_config(f"doc{n}"), rng=random.Random(n))
+            opened.append(node)
+            server = await aiohttp_server(create_app(node))
+            urls[address] = f"127.0.0.1:{server.port}"
+        yield urls
+    finally:
+        for node in opened:
+            await node.close()
+
+
+def _scripts() -> list[Example]:
+    return [e for e in python_examples() if e.kind == "script"]
+
+
+@pytest.mark.parametrize("example", _scripts(), ids=str)
+async def test_a_python_example_runs_as_a_script(
+    example: Example, doc_nodes: dict[str, str]
+) -> None:
+    source = example.source
+    for address, here in doc_nodes.items():
+        source = source.replace(address, here)
+    assert source != example.source, f"{example} names neither of the docs' nodes"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        source,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), SCRIPT_DEADLINE_S)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, f"{example} failed:\n{err.decode()}"
+    assert out.strip(), f"{example} printed nothing"

@@ -23,7 +23,8 @@ from typing import Any
 
 from vvstore import __version__, logs
 from vvstore.auth import read_secret
-from vvstore.client import Client, Status
+from vvstore.blocking_client import BlockingClient
+from vvstore.calls import batch_keys, node_url, parse_batch_lines
 from vvstore.config import (
     SETTINGS,
     NodeConfig,
@@ -35,7 +36,8 @@ from vvstore.config import (
     missing_required,
     resolve,
 )
-from vvstore.errors import ConfigError, VVStoreError
+from vvstore.errors import ConfigError, InvalidRequest, VVStoreError
+from vvstore.replies import Status
 
 __all__ = ["main"]
 
@@ -44,19 +46,39 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 def _url(value: str) -> str:
     """A node URL; without a scheme (``127.0.0.1:8080``) it means ``http://``."""
-    return value if "://" in value else "http://" + value
+    try:
+        return node_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _client_flags(parser: argparse.ArgumentParser) -> None:
+def _client_flags(parser: argparse.ArgumentParser, *, raw: bool = False) -> None:
     parser.add_argument(
         "--url",
         type=_url,
-        default=DEFAULT_URL,
-        help=f"node URL; http:// when it has no scheme (default {DEFAULT_URL})",
+        action="append",
+        dest="urls",
+        metavar="URL",
+        help=f"node URL; http:// when it has no scheme (default {DEFAULT_URL}). Repeat it to"
+        " fail over: reads try each node in turn, writes retry on the next one",
     )
     parser.add_argument(
         "--token-file", metavar="PATH", help="bearer token for the node (or set VVSTORE_TOKEN)"
     )
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print the node's JSON reply (the default but for status)",
+    )
+    if raw:
+        output.add_argument(
+            "--raw",
+            "--value",
+            dest="raw",
+            action="store_true",
+            help="print only the value (one per line for batch), for scripts",
+        )
 
 
 def _read_secret(path: str | None, what: str, env: str | None = None) -> str | None:
@@ -247,10 +269,22 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("key")
         if name == "incr":
             sub.add_argument("amount", nargs="?", type=int, default=1)
-        _client_flags(sub)
-        sub.add_argument(
-            "--value", action="store_true", help="print the bare value, not the JSON reply"
-        )
+        _client_flags(sub, raw=True)
+    batch = commands.add_parser(
+        "batch",
+        help="add to several counters in one transaction: KEY AMOUNT lines on standard input",
+        description="Read KEY AMOUNT lines from standard input (the amount is the last word,"
+        " the key the rest of the line, so it may hold spaces; blank lines are skipped) and add"
+        " them all in one transaction, or none. A bad line exits with status 2 before anything"
+        " is sent.",
+    )
+    batch.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="one key for the whole batch, so that running the command again adds nothing"
+        " twice (default: a random key per item)",
+    )
+    _client_flags(batch, raw=True)
     listing = commands.add_parser("list", help="list counters, one page at a time")
     listing.add_argument("--prefix", default="", help="only keys that start with this text")
     listing.add_argument("--limit", type=int, default=100, help="page size, 1 to 1000")
@@ -258,7 +292,6 @@ def _parser() -> argparse.ArgumentParser:
     _client_flags(listing)
     status = commands.add_parser("status", help="show a node's vector and peers")
     _client_flags(status)
-    status.add_argument("--json", action="store_true", help="print the raw JSON")
 
     # The demo is harness (vvstore.harness.demo), loaded only when asked for: its flags, --help
     # included, are parsed by its own parser (see main).
@@ -287,24 +320,50 @@ def _status_table(status: Status) -> str:
     return "\n".join(lines)
 
 
-async def _client_command(args: argparse.Namespace) -> int:
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False))
+
+
+def _client_command(args: argparse.Namespace) -> int:
+    """Run one client subcommand; its exit status (2 for standard input it cannot send)."""
+    items: list[tuple[str, int]] = []
+    if args.command == "batch":
+        try:
+            items = parse_batch_lines(sys.stdin)
+            if args.idempotency_key is not None:
+                batch_keys(args.idempotency_key, len(items))
+        except InvalidRequest as exc:
+            print(f"vvstore batch: error: {exc.message} (nothing was sent)", file=sys.stderr)
+            return 2
     token = _read_secret(args.token_file, "token", "VVSTORE_TOKEN")
     # JSON output is the node's own reply (.raw), so fields this client does not know show.
-    async with Client(args.url, token=token) as client:
+    with BlockingClient(args.urls or [DEFAULT_URL], token=token) as client:
         if args.command in ("incr", "get", "reset"):
             if args.command == "incr":
-                counter = await client.increment(args.key, args.amount)
+                counter = client.increment(args.key, args.amount)
             elif args.command == "reset":
-                counter = await client.reset(args.key)
+                counter = client.reset(args.key)
             else:
-                counter = await client.get(args.key)
-            print(counter.value if args.value else json.dumps(counter.raw, ensure_ascii=False))
+                counter = client.get(args.key)
+            if args.raw:
+                print(counter.value)
+            else:
+                _print_json(counter.raw)
+        elif args.command == "batch":
+            results = client.batch(items, idempotency_key=args.idempotency_key)
+            if args.raw:
+                print("\n".join(str(counter.value) for counter in results))
+            else:
+                _print_json({"results": [counter.raw for counter in results]})
         elif args.command == "list":
-            page = await client.list(prefix=args.prefix, after=args.after, limit=args.limit)
-            print(json.dumps(page.raw, ensure_ascii=False))
+            page = client.list(prefix=args.prefix, after=args.after, limit=args.limit)
+            _print_json(page.raw)
         else:
-            status = await client.status()
-            print(json.dumps(status.raw) if args.json else _status_table(status))
+            status = client.status()
+            if args.json:
+                _print_json(status.raw)
+            else:
+                print(_status_table(status))
     return 0
 
 
@@ -358,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise ConfigError(
                         f"cannot listen on {config.host}:{config.port}: {exc.strerror}"
                     ) from None
-        return asyncio.run(_client_command(args))
+        return _client_command(args)
     except VVStoreError as exc:
         print(f"vvstore: error: {exc.message}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
