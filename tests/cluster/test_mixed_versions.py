@@ -17,7 +17,7 @@ shallow clone), the tests are skipped, naming what is missing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from vvstore.harness.release import ReleaseUnavailable, materialise
 pytestmark = pytest.mark.slow
 
 #: Today's release: the commit whose nodes must keep syncing with the working tree's.
-RELEASE = "df3e36c0082ae976f57ad0244c71400cdd640684"
+RELEASE = "d40bdcc885598a9412d9194d53b4b7ee42ddc48f"
 REPO = Path(__file__).resolve().parents[2]
 OLD = "a"
 NAMES = ("a", "b", "c")
@@ -222,6 +222,57 @@ async def test_old_and_new_nodes_converge_through_writes_resets_a_restart_and_a_
     # The duplicate copy of mixed-k2 was compensated: both copies are known, counted once.
     assert await add(cluster, "b", "k2", 4, idem="mixed-k2") == 4
     await converged(cluster, expected)
+    # With the old node among them, the new nodes kept the release's rule: a compensating
+    # write, no duplicate set.
+    for name in ("b", "c"):
+        assert await exactly_once(cluster, name) == {"rule": "compensation", "duplicate_sets": 0}
+    assert await sibling_values(cluster, "b", "k2") == [0, 4]
+
+    # The old node is upgraded (stopped, started on the working tree with the same directory):
+    # every link now speaks format 3, and duplicate sets rule on every node; the values stay.
+    assert await cluster.processes[OLD].stop() == 0
+    cluster.processes[OLD].pythonpath = None
+    await cluster.restart(OLD)
+    await poll(lambda: all_rule(cluster, "duplicate sets"), "every node to switch to sets")
+    await converged(cluster, expected)
+    # A new duplicate, now on the old node's side: excluded, not compensated.
+    cluster.partition(["a"], ["b", "c"])
+    assert await add(cluster, "a", "k3", 6, idem="mixed-k3") == 6
+    assert await add(cluster, "b", "k3", 6, idem="mixed-k3") == 6
+    cluster.heal()
+    expected["k3"] = 6
+    await converged(cluster, expected)
+    await poll(lambda: all_have_a_set(cluster), "the duplicate set to reach every node")
+    assert await sibling_values(cluster, "c", "k3") == [0, 6]  # one copy excluded
+
+
+async def sibling_values(cluster: Cluster, name: str, key: str) -> list[int]:
+    async with Client(cluster.client_urls[name], timeout=5) as client:
+        return sorted(s.value for s in (await client.get(key)).siblings)
+
+
+async def exactly_once(cluster: Cluster, name: str) -> dict[str, Any]:
+    status = await cluster.status(name)
+    assert status is not None, cluster.log_tail(name)
+    return dict(status["exactly_once"])
+
+
+async def all_rule(cluster: Cluster, rule: str) -> bool:
+    return all((await exactly_once(cluster, n))["rule"] == rule for n in NAMES)
+
+
+async def all_have_a_set(cluster: Cluster) -> bool:
+    return all((await exactly_once(cluster, n))["duplicate_sets"] >= 1 for n in NAMES)
+
+
+async def poll(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CONVERGE_S
+    while loop.time() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(POLL_S)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.parametrize("cluster", [NOTICE_INTERVAL_S], indirect=True)
