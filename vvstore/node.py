@@ -77,6 +77,7 @@ class Node:
             interval=config.sync_interval,
             backoff_cap=config.backoff_cap,
             round_timeout=config.round_timeout,
+            page_bytes=config.page_bytes,
             max_pages=config.round_max_pages,
             notice_delay=config.notice_delay,
             rng=rng,

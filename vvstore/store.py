@@ -1233,7 +1233,10 @@ class Store:
         snapshot = request.snapshot
         if snapshot is None or not (await self.vector()).descends(snapshot):
             snapshot = await self.vector()
-        page = PageBuilder(self.config.page_entries, self.config.page_bytes)
+        budget = self.config.page_bytes
+        if request.page_bytes is not None:  # the requester's link is slow: smaller pages
+            budget = min(budget, request.page_bytes)
+        page = PageBuilder(self.config.page_entries, budget)
         actor: str | None
         if request.cursor is None:
             actor, after = self._next_actor(None), 0

@@ -1,20 +1,24 @@
 """Anti-entropy: one pull round as a function, and a loop that only schedules rounds.
 
-A pull asks a peer for every entry newer than our node-level vector V, page by page, applies
-each page idempotently, and raises V to the responder's committed vector S only after the page
-marked last, only if every page carried the same responder actor and S. Because the responder
+A pull asks a peer for every entry newer than our node-level vector V (as it stands when each
+page is asked for), page by page, applies each page idempotently, and raises V to the
+responder's committed vector S only after the page marked last, only if every page carried the
+same responder actor and S (and, for the responder's own actor, to the highest seq of it
+received: see :meth:`PullRound.finish`). Because the responder
 sends from its current committed state (which descends S) every entry whose seq is above V,
 after the last page we hold, for every actor X and key, X's entry at least as new as the
-responder held when it read S; the responder's own V was sound, so ``max(V, S)`` is sound. A
-round that fails, is abandoned or sees S change never raises V: soundness is never traded for
-progress.
+responder held when it read S; the responder's own V was sound, so ``max(V, S)`` is sound.
+Asking with a later V on a later page skips only what a committed V says we hold. A round that
+fails, is abandoned or sees S change never raises V: soundness is never traded for progress.
+An interrupted round keeps its cursor and S, and resumes while the responder's actor is the
+same and its vector still descends S (the responder keeps S then); otherwise it starts afresh.
 
 Vectors travel compact against a retirement map (:mod:`vvstore.retirement`): the one the
 responder was last seen to hold, else our own. A responder holding another map answers the
 first page with ``differs``; the round then fetches the responder's whole map, merges it into
 ours, and asks again compact against exactly that map. A peer that refuses our format version
-(an older release) is spoken to in version 1, with whole vectors, and asked again in the
-newest version every :data:`VERSION_RETRY` seconds.
+(an older release) is spoken to in the version before (down to 1, with whole vectors), and
+asked again in the newest version every :data:`VERSION_RETRY` seconds.
 
 This module declares the :class:`Replica` and :class:`Peer` protocols it needs and imports
 neither aiohttp nor aiosqlite. Time and randomness are passed in.
@@ -34,12 +38,20 @@ from typing import Any, Protocol
 from vvstore.actor import node_of
 from vvstore.clock import VersionVector
 from vvstore.counter import Entry
-from vvstore.errors import MalformedPayload, RoundAbandoned, UnsupportedVersion, VVStoreError
+from vvstore.errors import (
+    MalformedPayload,
+    PeerError,
+    PeerTimeout,
+    RoundAbandoned,
+    UnsupportedVersion,
+    VVStoreError,
+)
 from vvstore.idempotency import Dot, DuplicateSet, Record
 from vvstore.retirement import Retirements
 from vvstore.wire import (
     DUPLICATE_SETS_VERSION,
     FORMAT_VERSION,
+    MAX_PAGE_BYTES,
     Notice,
     Page,
     PullRequest,
@@ -65,6 +77,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds before a peer that refused our newest format version is asked in it again.
 VERSION_RETRY = 300.0
+#: The smallest page a requester asks for after its pages timed out (halving stops here).
+MIN_PAGE_BYTES = 4096
 #: Seconds between two log lines about the same trouble with one peer.
 TROUBLE_LOG_INTERVAL = 60.0
 # Pages of a peer's retirement map one round may fetch (5,000 retirements each).
@@ -201,11 +215,16 @@ class PullRound:
         max_pages: int,
         version: int = FORMAT_VERSION,
         retired: Retirements | None = None,
+        page_bytes: int | None = None,
     ) -> None:
         self.replica = replica
         self.peer = peer
         self.max_pages = max_pages
         self.version = version
+        #: The most page bytes to ask for (None: the responder's own size); see PeerLink.
+        self.page_bytes = page_bytes
+        # The highest seq of the responder's own actor this round received (see finish()).
+        self._own_max = 0
         # The map to compact against: the responder's as last seen (None: ours).
         self._retired = retired
         self.result = RoundResult(peer_url=peer.url)
@@ -232,7 +251,12 @@ class PullRound:
         result = self.result
         if result.pages >= self.max_pages:
             raise RoundAbandoned(f"round exceeded its budget of {self.max_pages} pages")
-        request = PullRequest(result.before, self._cursor, result.snapshot, self.version)
+        # V as it stands now, not as the round began: entries another round (with another
+        # peer) brought in the meantime are not fetched again. Any committed V is sound here.
+        vector = await self.replica.vector() if result.pages else result.before
+        request = PullRequest(
+            vector, self._cursor, result.snapshot, self.version, page_bytes=self.page_bytes
+        )
         if self._retired is not None:
             request = dataclasses.replace(request, retired=self._retired)
         page = await self.peer.pull(request)
@@ -257,6 +281,12 @@ class PullRound:
         if page.next is not None and self._cursor is not None and page.next <= self._cursor:
             raise MalformedPayload("the responder's cursor did not advance")
         if page.entries or page.records or page.marks or page.duplicates:
+            own = page.actor
+            seqs = [e.seq for _, e in page.entries if e.actor == own]
+            seqs += [r.seq for r in page.records if r.actor == own]
+            seqs += [by[1] for by, _ in page.marks if by[0] == own]
+            seqs += [d.seq for d in page.duplicates if d.actor == own]
+            self._own_max = max([self._own_max, *seqs])
             outcome = await self.replica.apply(
                 page.entries, page.records, page.marks, page.duplicates
             )
@@ -268,10 +298,22 @@ class PullRound:
         return self._done
 
     async def finish(self) -> RoundResult:
-        """Raise V to max(V, S), queued after every page's rows (so committed no earlier)."""
+        """Raise V to max(V, S), queued after every page's rows (so committed no earlier).
+
+        For the responder's own actor r, V goes further, to the highest seq of r the round
+        received: the responder writes r's items itself, each at a seq above all it wrote
+        before, and the round read r's stream in seq order to its end, so every item of r up
+        to that seq (or a newer version of it) was on some page. Entries written during a long
+        round are therefore not shipped again by the next one. For other actors the responder
+        may hold a later seq without an earlier one (it is itself mid-round), so S it is.
+        """
         if not self._done or self.result.snapshot is None:
             raise RuntimeError("finish() before the last page was applied")
-        await self.replica.raise_vector(self.result.snapshot)
+        target = self.result.snapshot
+        own = self.result.responder_actor
+        if own is not None and self._own_max > target.get(own):
+            target = target.merge(VersionVector({own: self._own_max}))
+        await self.replica.raise_vector(target)
         self.result.complete = True
         return self.result
 
@@ -317,6 +359,17 @@ class PeerLink:
     version_retry_at: float = 0.0
     #: The format version of the last complete round (0: none yet).
     spoken: int = 0
+    #: The round an interruption left (None: none): the next round resumes it from its cursor.
+    pending: PullRound | None = None
+    #: Rounds resumed after an interruption, in this process.
+    resumed: int = 0
+    #: The page size asked of the peer (None: its own): halved after a page timed out, doubled
+    #: back after each complete round.
+    page_bytes: int | None = None
+    #: One round at a time on this link (rounds with different peers run at once).
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Set when a notice to this peer is due (its own task sends it).
+    notice_due: asyncio.Event = field(default_factory=asyncio.Event)
     #: The peer's retirement map as last seen (what our vectors to it are compact against).
     retired: Retirements | None = None
     #: Peer trouble is logged when it starts or changes, then at most once a minute: when and
@@ -347,10 +400,12 @@ class SyncLoop:
 
     Per peer, a round every ``interval`` seconds (+-20% jitter), sooner when a notice shows the
     peer has something we lack. A failing peer backs off, doubling from ``interval`` up to
-    ``backoff_cap``, with jitter, and resets on success. Rounds run one at a time per node (a
-    lock), so the same entries are not fetched twice; each call has its own timeout in the
-    peer, so a dead peer holds the lock for at most one call timeout. A failed round is logged
-    with its context and never ends the loop.
+    ``backoff_cap``, with jitter, and resets on success. Each peer has its own task and its own
+    round, so a dead, blackholed or slow peer delays no other; two rounds with different peers
+    rarely fetch the same entries, as each page asks only for what is above V as it stands
+    then. A round interrupted by the link (a timeout, a reset connection, a refused call) is
+    resumed from its cursor by the next one, and a page timeout halves the pages asked for. A
+    failed round is logged with its context and never ends the loop.
     """
 
     def __init__(
@@ -363,6 +418,7 @@ class SyncLoop:
         interval: float,
         backoff_cap: float,
         round_timeout: float,
+        page_bytes: int = MAX_PAGE_BYTES,
         max_pages: int,
         notice_delay: float,
         rng: random.Random,
@@ -376,11 +432,11 @@ class SyncLoop:
         self.interval = interval
         self.backoff_cap = backoff_cap
         self.round_timeout = round_timeout
+        self.page_bytes = page_bytes
         self.max_pages = max_pages
         self.notice_delay = notice_delay
         self._rng = rng
         self._clock = clock
-        self._round_lock = asyncio.Lock()
         self._notice_due = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Called once, after a complete round with every peer since start (and its vector
@@ -393,6 +449,8 @@ class SyncLoop:
             self._tasks.append(asyncio.create_task(self._run_link(link)))
         if self.links:
             self._tasks.append(asyncio.create_task(self._run_notices()))
+            for link in self.links:
+                self._tasks.append(asyncio.create_task(self._run_link_notices(link)))
 
     async def stop(self) -> None:
         """Cancel every link's task and wait for it; never raises (a node's close goes on)."""
@@ -441,17 +499,12 @@ class SyncLoop:
         """Run one pull round with ``link``'s peer, recording the outcome; never raises."""
         if link.version < FORMAT_VERSION and self._clock() >= link.version_retry_at:
             link.version = FORMAT_VERSION
-        async with self._round_lock:
+        async with link.lock:
             try:
                 async with asyncio.timeout(self.round_timeout):
-                    result = await pull_once(
-                        self.replica,
-                        link.peer,
-                        max_pages=self.max_pages,
-                        version=link.version,
-                        retired=link.retired,
-                    )
+                    result = await self._pull(link)
             except UnsupportedVersion as exc:
+                link.pending = None
                 if link.version > 1:
                     # An older release: speak the version before, at once, and ask again later.
                     link.version, link.version_retry_at = (
@@ -468,13 +521,23 @@ class SyncLoop:
                 await self._failed(link, exc)
                 return None
             except (VVStoreError, TimeoutError, OSError) as exc:
+                if isinstance(exc, PeerTimeout | TimeoutError):
+                    # No byte for a read timeout (or a round over its time): smaller pages.
+                    size = link.page_bytes or self.page_bytes
+                    link.page_bytes = max(MIN_PAGE_BYTES, size // 2)
+                if not isinstance(exc, PeerError | TimeoutError | OSError):
+                    link.pending = None  # not a fault of the link: the next round starts afresh
                 await self._failed(link, exc)
                 return None
             except Exception as exc:
                 # A bug, not a network fault: log it whole, and keep the loop alive.
+                link.pending = None
                 log.exception("pull from %s raised unexpectedly", link.peer.url)
                 await self._failed(link, exc)
                 return None
+        if link.page_bytes is not None:  # the link works: back towards full pages
+            doubled = 2 * link.page_bytes
+            link.page_bytes = None if doubled >= self.page_bytes else doubled
         if link.failures:
             log.warning(
                 "pull from %s works again after %d failed attempts", link.peer.url, link.failures
@@ -507,6 +570,39 @@ class SyncLoop:
             self._on_all_heard()
             self._on_all_heard = None
         return result
+
+    async def _pull(self, link: PeerLink) -> RoundResult:
+        """Run ``link``'s round to its end: the one an interruption left (resumed from its
+        cursor), or a new one. A resumed round whose responder changed starts afresh at once.
+        """
+        round_ = link.pending
+        resuming = round_ is not None and round_.version == link.version
+        if round_ is not None and resuming:
+            round_.max_pages = round_.result.pages + self.max_pages
+            link.resumed += 1
+        else:
+            round_ = PullRound(
+                self.replica,
+                link.peer,
+                max_pages=self.max_pages,
+                version=link.version,
+                retired=link.retired,
+            )
+            await round_.start()
+        link.pending = round_  # until it completes or is abandoned: an interruption resumes it
+        round_.page_bytes = link.page_bytes
+        try:
+            while not await round_.next_page():
+                round_.page_bytes = link.page_bytes
+        except RoundAbandoned:
+            link.pending = None
+            if resuming:
+                # The responder's actor changed or its vector no longer descends S: afresh.
+                log.info("%s changed since the round began: starting it again", link.peer.url)
+                return await self._pull(link)
+            raise
+        link.pending = None
+        return await round_.finish()
 
     async def _failed(self, link: PeerLink, exc: BaseException) -> None:
         link.failures += 1
@@ -549,10 +645,20 @@ class SyncLoop:
             if self.notice_delay:
                 await asyncio.sleep(self.notice_delay)  # debounce: one notice per burst
             self._notice_due.clear()
-            notice = Notice(self.node_id, self._current_actor(), await self.replica.vector())
-            await asyncio.gather(
-                *(self._notify(link, notice) for link in self.links), return_exceptions=True
-            )
+            for link in self.links:
+                link.notice_due.set()
+
+    async def _run_link_notices(self, link: PeerLink) -> None:
+        """Notices to one peer, one at a time, each with V as it stands when it is sent: a
+        peer that does not answer delays notices to no other peer."""
+        while True:
+            await link.notice_due.wait()
+            link.notice_due.clear()
+            try:
+                notice = Notice(self.node_id, self._current_actor(), await self.replica.vector())
+            except VVStoreError:  # the store is closing
+                continue
+            await self._notify(link, notice)
 
     async def _notify(self, link: PeerLink, notice: Notice) -> None:
         """Send ``notice`` in the link's version, compact against the peer's map as last seen."""

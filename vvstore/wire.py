@@ -126,7 +126,9 @@ class PullRequest:
     In version 2, ``vector`` and ``snapshot`` travel compact against ``retired`` (the sender's
     choice of map; decoded, the receiver's own map they were expanded with). ``differs``, set
     only by the decoder, says the sender compacted against a map the receiver does not hold:
-    ``vector`` and ``snapshot`` are then unknown (empty).
+    ``vector`` and ``snapshot`` are then unknown (empty). ``page_bytes`` (version 3, optional)
+    asks for pages of at most that many item bytes (the responder's own limit still applies):
+    a requester whose page timed out asks again for half.
     """
 
     vector: VersionVector
@@ -135,6 +137,7 @@ class PullRequest:
     version: int = FORMAT_VERSION
     retired: Retirements = EMPTY
     differs: bool = False
+    page_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +351,8 @@ def encode_pull_request(request: PullRequest) -> bytes:
     }
     if v >= 2:
         body["retired"] = retired.digest
+    if v >= DUPLICATE_SETS_VERSION and request.page_bytes is not None:
+        body["page_bytes"] = request.page_bytes
     return _dump(body)
 
 
@@ -355,11 +360,20 @@ def decode_pull_request(body: bytes, retired: Retirements = EMPTY) -> PullReques
     """Decode a pull request; ``retired`` is the receiving node's retirement map."""
     obj = _peer_json(body, MAX_SYNC_REQUEST_BYTES)
     v = obj["v"]
-    _exact_fields(obj, {"vector", "cursor", "snapshot"} | ({"retired"} if v >= 2 else set()))
+    _exact_fields(
+        obj,
+        {"vector", "cursor", "snapshot"} | ({"retired"} if v >= 2 else set()),
+        frozenset({"page_bytes"}) if v >= DUPLICATE_SETS_VERSION else frozenset(),
+    )
     cursor = _cursor(obj["cursor"])
+    page_bytes = obj.get("page_bytes")
+    if page_bytes is not None and not (is_int(page_bytes) and 1 <= page_bytes <= MAX_PAGE_BYTES):
+        raise MalformedPayload(f"page_bytes must be an integer from 1 to {MAX_PAGE_BYTES}")
     if v >= 2 and _digest(obj["retired"]) != retired.digest:
         _listed(obj["vector"], "vector")  # still refuse what is malformed
-        return PullRequest(VersionVector(), cursor, None, v, retired, differs=True)
+        return PullRequest(
+            VersionVector(), cursor, None, v, retired, differs=True, page_bytes=page_bytes
+        )
     snapshot = obj["snapshot"]
     return PullRequest(
         vector=_vector_in(obj["vector"], "vector", v, retired),
@@ -367,6 +381,7 @@ def decode_pull_request(body: bytes, retired: Retirements = EMPTY) -> PullReques
         snapshot=None if snapshot is None else _vector_in(snapshot, "snapshot", v, retired),
         version=v,
         retired=retired,
+        page_bytes=page_bytes,
     )
 
 
