@@ -175,6 +175,7 @@ class Node:
             },
             "peers": [link.to_dict() for link in self.sync.links],
             "clock_skew": dict(self.cluster.skews) if self.cluster is not None else {},
+            "peer_secrets": dict(self.cluster.peer_secrets) if self.cluster is not None else {},
             **await self.store.idempotency_status(self._clock()),
         }
 
@@ -216,11 +217,21 @@ class Node:
 def node_app(config: NodeConfig) -> web.Application:
     """An aiohttp application that opens the node on startup and closes it on cleanup."""
     holder: dict[str, Node] = {}
-    token = TokenAuth(config.token.encode()) if config.token is not None else None
+    token = None
+    if config.token is not None:
+        previous_token = config.previous_token
+        token = TokenAuth(
+            config.token.encode(),
+            previous=previous_token.encode() if previous_token is not None else None,
+        )
     cluster = None
     if config.cluster_secret is not None:
+        previous = config.previous_cluster_secret
         cluster = ClusterAuth(
-            config.cluster_secret.encode(), config.node_id, window=config.clock_window
+            config.cluster_secret.encode(),
+            config.node_id,
+            window=config.clock_window,
+            previous=previous.encode() if previous is not None else None,
         )
     app = create_app(
         _LazyService(holder), token=token, cluster=cluster, body_timeout=config.body_timeout

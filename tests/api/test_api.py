@@ -189,6 +189,7 @@ async def test_status_shape(client: ApiClient, node: Node) -> None:
         "actors",
         "peers",
         "clock_skew",
+        "peer_secrets",
         "records",
         "oldest_record_age",
         "idempotency_unsafe_evictions",
