@@ -54,10 +54,12 @@ class Node:
         rng: random.Random,
         clock: Callable[[], float] = time.time,
         cluster: ClusterAuth | None = None,
+        token: TokenAuth | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.cluster = cluster
+        self.token = token
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
         self.sync = SyncLoop(
@@ -84,10 +86,12 @@ class Node:
         peers: Sequence[Peer] = (),
         rng: random.Random | None = None,
         cluster: ClusterAuth | None = None,
+        token: TokenAuth | None = None,
     ) -> Node:
         """Open the node's store; the sync loop starts with :meth:`start`."""
         store = await Store.open(config)
-        return cls(config, store, peers, rng=rng or random.Random(), cluster=cluster)
+        rng = rng or random.Random()
+        return cls(config, store, peers, rng=rng, cluster=cluster, token=token)
 
     def start(self) -> None:
         # A resumed actor is confirmed with every peer before local writes use it (the store's
@@ -176,6 +180,7 @@ class Node:
             "peers": [link.to_dict() for link in self.sync.links],
             "clock_skew": dict(self.cluster.skews) if self.cluster is not None else {},
             "peer_secrets": dict(self.cluster.peer_secrets) if self.cluster is not None else {},
+            "previous_token_uses": self.token.previous_uses if self.token is not None else 0,
             **await self.store.idempotency_status(self._clock()),
         }
 
@@ -249,7 +254,7 @@ def node_app(config: NodeConfig) -> web.Application:
                 )
                 for url in config.peers
             ]
-            node = await Node.open(config, peers=peers, cluster=cluster)
+            node = await Node.open(config, peers=peers, cluster=cluster, token=token)
             holder["node"] = node
             node.start()
             try:

@@ -190,6 +190,7 @@ async def test_status_shape(client: ApiClient, node: Node) -> None:
         "peers",
         "clock_skew",
         "peer_secrets",
+        "previous_token_uses",
         "records",
         "oldest_record_age",
         "idempotency_unsafe_evictions",

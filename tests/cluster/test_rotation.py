@@ -106,16 +106,14 @@ class Rotation:
 
         await self.wait_for(converged, f"every node at {self.expected}")
 
-    async def peer_secrets(self, name: str) -> dict[str, str]:
+    async def status_field(self, name: str, key: str) -> object:
         node = self.nodes[name]
         async with Client(node.url, token=node.token) as client:
-            secrets_used = (await client.status()).raw["peer_secrets"]
-        assert isinstance(secrets_used, dict)
-        return secrets_used
+            return (await client.status()).raw[key]
 
     async def wait_peer_secrets(self, name: str, expected: dict[str, str]) -> None:
         async def shown() -> bool:
-            return await self.peer_secrets(name) == expected
+            return await self.status_field(name, "peer_secrets") == expected
 
         await self.wait_for(shown, f"{name}'s /status peer_secrets == {expected}")
 
@@ -157,6 +155,9 @@ async def test_rotating_the_secret_one_node_at_a_time_never_stops_replication(
             for token in tokens:
                 async with Client(node.url, token=token) as client:
                     assert (await client.get(KEY)).value == rotation.expected
+        for here in rotated:
+            # Each rotated node has just been read with T1: /status counts it.
+            assert await rotation.status_field(here, "previous_token_uses") >= 1
 
     for name in NAMES:
         await rotation.restart(name, "new")
@@ -167,3 +168,4 @@ async def test_rotating_the_secret_one_node_at_a_time_never_stops_replication(
             with pytest.raises(ReplyError) as refused:
                 await client.get(KEY)
         assert (refused.value.status, refused.value.code) == (401, "wrong_token")
+        assert await rotation.status_field(name, "previous_token_uses") == 0
