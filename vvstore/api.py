@@ -242,7 +242,7 @@ async def _auth(
         if credential != "cluster" or cluster is None:
             return await handler(request)
         body = await _body(request, SYNC_BODY_LIMIT)
-        cluster.verify_request(
+        sender = cluster.verify_request(
             request.method, request.raw_path, body, request.headers, now=time.time()
         )
     except VVStoreError as exc:
@@ -253,7 +253,8 @@ async def _auth(
     response = await handler(request)
     if isinstance(response, web.Response) and isinstance(response.body, bytes):
         nonce = request.headers.get(NONCE_HEADER, "")
-        response.headers.update(cluster.sign_response(nonce, response.status, response.body))
+        signature = cluster.sign_response(nonce, response.status, response.body, sender=sender)
+        response.headers.update(signature)
     return response
 
 

@@ -142,24 +142,31 @@ class TokenAuth:
     The token is at least :data:`MIN_SECRET_BYTES` and at most 4096 bytes of visible ASCII
     (``0x21``-``0x7e``), so it fits in a header as is. Only its SHA-256 is compared.
 
-    :raises ConfigError: when the token is too short, too long or not visible ASCII.
+    ``previous``, during a rotation, is the token being replaced: it is accepted too, by the
+    same rule, until the clients have the new one; :attr:`previous_uses` counts the requests
+    that presented it.
+
+    :raises ConfigError: when a token is too short, too long or not visible ASCII, or the
+        previous token is the current one.
     """
 
-    __slots__ = ("_digest", "_token")
+    __slots__ = ("_digest", "_previous_digest", "_token", "previous_uses")
 
-    def __init__(self, token: bytes) -> None:
-        if not isinstance(token, bytes):
-            raise TypeError(f"token must be bytes, got {type(token).__name__}")
-        check_secret_length(token, "token")
-        if len(token) > _MAX_TOKEN_BYTES:
-            raise ConfigError(f"token must be at most {_MAX_TOKEN_BYTES} bytes, got {len(token)}")
-        if any(not 0x21 <= byte <= 0x7E for byte in token):
-            raise ConfigError(
-                "token must be visible ASCII (no spaces, control or non-ASCII characters) "
-                "to travel in an Authorization header"
-            )
+    def __init__(self, token: bytes, *, previous: bytes | None = None) -> None:
+        _check_token(token, "token")
         self._token = token
         self._digest = hashlib.sha256(token).digest()
+        self._previous_digest: bytes | None = None
+        if previous is not None:
+            _check_token(previous, "previous token")
+            self._previous_digest = hashlib.sha256(previous).digest()
+            if hmac.compare_digest(self._previous_digest, self._digest):
+                raise ConfigError(
+                    "the previous token is the current one: give the new token as the current"
+                    " one, or drop the previous"
+                )
+        #: Requests accepted with the previous token since this object was made.
+        self.previous_uses = 0
 
     def __repr__(self) -> str:
         return "TokenAuth(<redacted>)"
@@ -189,8 +196,27 @@ class TokenAuth:
         if len(parts) == 1:
             raise Unauthorized("missing bearer token", code="missing_token")
         presented = hashlib.sha256(parts[1].strip().encode("utf-8", "replace")).digest()
-        if not hmac.compare_digest(presented, self._digest):
-            raise Unauthorized("wrong token", code="wrong_token")
+        if hmac.compare_digest(presented, self._digest):
+            return
+        if self._previous_digest is not None and hmac.compare_digest(
+            presented, self._previous_digest
+        ):
+            self.previous_uses += 1
+            return
+        raise Unauthorized("wrong token", code="wrong_token")
+
+
+def _check_token(token: bytes, what: str) -> None:
+    if not isinstance(token, bytes):
+        raise TypeError(f"{what} must be bytes, got {type(token).__name__}")
+    check_secret_length(token, what)
+    if len(token) > _MAX_TOKEN_BYTES:
+        raise ConfigError(f"{what} must be at most {_MAX_TOKEN_BYTES} bytes, got {len(token)}")
+    if any(not 0x21 <= byte <= 0x7E for byte in token):
+        raise ConfigError(
+            f"{what} must be visible ASCII (no spaces, control or non-ASCII characters) "
+            "to travel in an Authorization header"
+        )
 
 
 def check_secret_length(secret: bytes, what: str, source: str | None = None) -> None:

@@ -425,6 +425,20 @@ class NodeConfig:
         group=SECURITY,
         secret=True,
     )
+    # Rotation (docs/security.md): the secret and token being replaced stay accepted, never
+    # used to sign or sent, until every node and client has the new ones.
+    previous_cluster_secret: str | None = setting(
+        None,
+        help="cluster secret being replaced, still accepted from peers (needs a cluster secret)",
+        group=SECURITY,
+        secret=True,
+    )
+    previous_token: str | None = setting(
+        None,
+        help="bearer token being replaced, still accepted from clients (needs a token)",
+        group=SECURITY,
+        secret=True,
+    )
     # The nodes' clocks must agree within it (NTP); a replayed request is refused by the nonce
     # cache within it, by its timestamp after it.
     clock_window: float = setting(
@@ -495,6 +509,12 @@ class NodeConfig:
         for row in SETTINGS:
             row.validate(getattr(self, row.name))
         # The rules that tie settings together.
+        for previous, current in (
+            ("previous_cluster_secret", "cluster_secret"),
+            ("previous_token", "token"),
+        ):
+            if getattr(self, previous) is not None and getattr(self, current) is None:
+                raise ConfigError(f"{previous} needs a {current}: it is accepted alongside it")
         if self.cluster_secret is None and not all(
             is_loopback_host(urlsplit(url).hostname or "") for url in self.peers
         ):

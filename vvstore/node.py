@@ -62,10 +62,12 @@ class Node:
         rng: random.Random,
         clock: Callable[[], float] = time.time,
         cluster: ClusterAuth | None = None,
+        token: TokenAuth | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.cluster = cluster
+        self.token = token
         self._clock = clock
         self._purger: asyncio.Task[None] | None = None
         self._warned_sets = False
@@ -97,6 +99,7 @@ class Node:
         peers: Sequence[Peer] = (),
         rng: random.Random | None = None,
         cluster: ClusterAuth | None = None,
+        token: TokenAuth | None = None,
     ) -> Node:
         """Open the node's store; the sync loop starts with :meth:`start`."""
         store = await Store.open(config)
@@ -106,7 +109,8 @@ class Node:
             except BaseException:
                 await store.close()
                 raise
-        return cls(config, store, peers, rng=rng or random.Random(), cluster=cluster)
+        rng = rng or random.Random()
+        return cls(config, store, peers, rng=rng, cluster=cluster, token=token)
 
     def start(self) -> None:
         # A resumed actor is confirmed with every peer before local writes use it (the store's
@@ -198,6 +202,8 @@ class Node:
             },
             "peers": [link.to_dict() for link in self.sync.links],
             "clock_skew": dict(self.cluster.skews) if self.cluster is not None else {},
+            "peer_secrets": dict(self.cluster.peer_secrets) if self.cluster is not None else {},
+            "previous_token_uses": self.token.previous_uses if self.token is not None else 0,
             **await self.store.idempotency_status(self._clock()),
         }
 
@@ -283,11 +289,21 @@ def _live_actors(vector: VersionVector, retired: Retirements) -> int:
 def node_app(config: NodeConfig) -> web.Application:
     """An aiohttp application that opens the node on startup and closes it on cleanup."""
     holder: dict[str, Node] = {}
-    token = TokenAuth(config.token.encode()) if config.token is not None else None
+    token = None
+    if config.token is not None:
+        previous_token = config.previous_token
+        token = TokenAuth(
+            config.token.encode(),
+            previous=previous_token.encode() if previous_token is not None else None,
+        )
     cluster = None
     if config.cluster_secret is not None:
+        previous = config.previous_cluster_secret
         cluster = ClusterAuth(
-            config.cluster_secret.encode(), config.node_id, window=config.clock_window
+            config.cluster_secret.encode(),
+            config.node_id,
+            window=config.clock_window,
+            previous=previous.encode() if previous is not None else None,
         )
     app = create_app(
         _LazyService(holder), token=token, cluster=cluster, body_timeout=config.body_timeout
@@ -305,7 +321,7 @@ def node_app(config: NodeConfig) -> web.Application:
                 )
                 for url in config.peers
             ]
-            node = await Node.open(config, peers=peers, cluster=cluster)
+            node = await Node.open(config, peers=peers, cluster=cluster, token=token)
             holder["node"] = node
             node.start()
             try:

@@ -23,6 +23,7 @@ from vvstore.errors import (
     MalformedPayload,
     PeerTimeout,
     PeerUnreachable,
+    Unauthorized,
     UnsupportedVersion,
 )
 from vvstore.signing import NONCE_HEADER, ClusterAuth
@@ -85,6 +86,17 @@ class HttpPeer:
         return self.node_id
 
     async def _post(self, path: str, body: bytes) -> bytes:
+        try:
+            return await self._signed_post(path, body, previous=False)
+        except Unauthorized as exc:
+            # Mid-rotation, a peer not yet given the current secret refuses it, unsigned: sign
+            # again with the previous one, which it still holds.
+            rotating = self._cluster is not None and self._cluster.rotating
+            if not rotating or exc.code != "unsigned_response":
+                raise
+            return await self._signed_post(path, body, previous=True)
+
+    async def _signed_post(self, path: str, body: bytes, *, previous: bool) -> bytes:
         headers = {"Content-Type": "application/json"}
         try:
             if self._cluster is not None:
@@ -96,6 +108,7 @@ class HttpPeer:
                         recipient=await self._recipient(),
                         now=time.time(),
                         nonce=secrets.token_hex(16),
+                        previous=previous,
                     )
                 )
             self.bytes_sent += len(body)
@@ -117,6 +130,7 @@ class HttpPeer:
                         bytes(data),
                         response.headers,
                         expected_node=self.node_id,
+                        previous=previous,
                     )
                 if response.status != 200:
                     if _error_code(data) == UnsupportedVersion.code:

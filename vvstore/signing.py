@@ -39,6 +39,14 @@ are readable, so confidentiality (and protection of the token itself) needs TLS,
 leaves to a reverse proxy in front of each node. Every node holds the cluster secret, so a
 compromised node can impersonate any other; node ids in signatures name, they do not isolate.
 
+Rotation: a node may also hold a *previous* cluster secret for the time it takes to give every
+node a new one. It then accepts requests signed with either, signs its own requests with the
+current one, and answers each request with the secret that request was verified with, so a node
+that knows only the previous secret can check the answer. A requester whose current secret is
+refused may sign again with the previous one (:mod:`vvstore.peer` does, once per call).
+:attr:`ClusterAuth.peer_secrets` says which of the two each sender used last, for ``/status``:
+once no sender uses the previous secret, it can be dropped.
+
 Clocks: timestamps are wall-clock seconds (``time.time()`` in the caller), compared across
 nodes, so the nodes' clocks must agree within ``window`` (NTP). The measured skew of every
 correctly signed request is recorded per sender (:attr:`ClusterAuth.skews`) for ``/status``.
@@ -117,6 +125,8 @@ class ClusterAuth:
         verifies.
     :param window: seconds a request's timestamp may differ from the verifier's clock, either
         way. Larger tolerates worse clocks; smaller shortens how long a request lives.
+    :param previous: the cluster secret being replaced, accepted alongside ``secret`` during a
+        rotation, or None. Never used to sign a request unless asked (``previous=True``).
     :param max_nonces: most nonces remembered. The nonce of each accepted request is kept
         until its timestamp leaves the window; if the cache is full, the entry that would
         expire first is evicted, and a replay of *that* request is then refused only once its
@@ -129,14 +139,41 @@ class ClusterAuth:
     Not thread-safe; in asyncio, each call runs to completion without yielding.
     """
 
-    __slots__ = ("_expiry_heap", "_max_nonces", "_node_id", "_secret", "_seen", "_skews", "_window")
+    __slots__ = (
+        "_expiry_heap",
+        "_max_nonces",
+        "_node_id",
+        "_previous",
+        "_secret",
+        "_seen",
+        "_skews",
+        "_used",
+        "_window",
+    )
 
     def __init__(
-        self, secret: bytes, node_id: str, window: float = 30.0, max_nonces: int = 100_000
+        self,
+        secret: bytes,
+        node_id: str,
+        window: float = 30.0,
+        max_nonces: int = 100_000,
+        *,
+        previous: bytes | None = None,
     ) -> None:
         if not isinstance(secret, bytes):
             raise TypeError(f"cluster secret must be bytes, got {type(secret).__name__}")
         check_secret_length(secret, "cluster secret")
+        if previous is not None:
+            if not isinstance(previous, bytes):
+                raise TypeError(
+                    f"previous cluster secret must be bytes, got {type(previous).__name__}"
+                )
+            check_secret_length(previous, "previous cluster secret")
+            if hmac.compare_digest(previous, secret):
+                raise ConfigError(
+                    "the previous cluster secret is the current one: give the new secret as the"
+                    " current one, or drop the previous"
+                )
         if not isinstance(node_id, str) or not _NODE_ID_RE.fullmatch(node_id):
             raise ConfigError(
                 f"node id must be 1 to 64 visible ASCII characters, got {node_id!r:.80}"
@@ -148,13 +185,16 @@ class ClusterAuth:
         if isinstance(max_nonces, bool) or not isinstance(max_nonces, int) or max_nonces < 1:
             raise ConfigError(f"max_nonces must be an int >= 1, got {max_nonces!r:.80}")
         self._secret = secret
+        self._previous = previous
         self._node_id = node_id
         self._window = float(window)
         self._max_nonces = max_nonces
         # (expires_at, sender, nonce): a heap so the first to expire is the first to go.
         self._expiry_heap: list[tuple[float, str, str]] = []
-        self._seen: set[tuple[str, str]] = set()
+        # (sender, nonce) -> whether the previous secret verified it (the answer is signed so).
+        self._seen: dict[tuple[str, str], bool] = {}
         self._skews: dict[str, float] = {}
+        self._used: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"ClusterAuth(<redacted>, node_id={self._node_id!r}, window={self._window!r})"
@@ -181,6 +221,17 @@ class ClusterAuth:
         return MappingProxyType(self._skews)
 
     @property
+    def rotating(self) -> bool:
+        """True while a previous cluster secret is accepted alongside the current one."""
+        return self._previous is not None
+
+    @property
+    def peer_secrets(self) -> Mapping[str, str]:
+        """``"current"`` or ``"previous"`` per sender: the secret its latest accepted request was
+        signed with. A sender still on ``"previous"`` has not been given the current secret."""
+        return MappingProxyType(self._used)
+
+    @property
     def last_skew(self) -> float | None:
         """The skew measured on the latest correctly signed request, or None before the first."""
         if not self._skews:
@@ -203,14 +254,17 @@ class ClusterAuth:
         recipient: str,
         now: float,
         nonce: str,
+        previous: bool = False,
     ) -> dict[str, str]:
         """Headers that authenticate a sync request from this node to ``recipient``.
 
         ``path_qs`` is the path and query as sent; ``body`` the exact bytes sent; ``now`` the
         wall clock in seconds; ``nonce`` 16 to 64 lower-case hex digits never used before
         (``secrets.token_hex(16)``). Keep the nonce: the response is signed over it.
+        ``previous`` signs with the previous secret, for a recipient that refused the current one.
 
-        :raises ValueError: when an argument is malformed or ``recipient`` is this node.
+        :raises ValueError: when an argument is malformed, ``recipient`` is this node, or
+            ``previous`` is asked for without a previous secret.
         """
         if not _METHOD_RE.fullmatch(method):
             raise ValueError(f"method must be 1 to 16 ASCII letters, got {method!r:.80}")
@@ -235,7 +289,7 @@ class ClusterAuth:
             NODE_HEADER: self._node_id,
             TIMESTAMP_HEADER: timestamp,
             NONCE_HEADER: nonce,
-            SIGNATURE_HEADER: self._mac(message).hex(),
+            SIGNATURE_HEADER: self._mac(message, previous=previous).hex(),
         }
 
     def verify_request(
@@ -246,8 +300,9 @@ class ClusterAuth:
         ``path_qs`` is the request target as received (``request.raw_path`` in aiohttp),
         ``body`` the bytes read, ``headers`` the request's headers (looked up without regard to
         case), ``now`` the wall clock in seconds. Checks, in order: every header present and
-        well-formed; the timestamp within ``window`` of ``now``; the signature (constant time);
-        the nonce not seen before. The nonce is remembered only once the signature is valid.
+        well-formed; the timestamp within ``window`` of ``now``; the signature (constant time),
+        with the current secret, then the previous one if there is one; the nonce not seen
+        before. The nonce is remembered only once the signature is valid.
 
         :raises Unauthorized: with code ``missing_auth_header``, ``malformed_auth_header``,
             ``clock_skew``, ``bad_signature`` or ``replayed_nonce``.
@@ -282,7 +337,14 @@ class ClusterAuth:
         )
         # The MAC is computed before the window is checked, though a stale request is refused
         # as stale whatever its signature: only a correctly signed one may record its skew.
-        signed = hmac.compare_digest(self._mac(message), bytes.fromhex(signature))
+        presented = bytes.fromhex(signature)
+        signed = hmac.compare_digest(self._mac(message), presented)
+        by_previous = (
+            not signed
+            and self._previous is not None
+            and hmac.compare_digest(self._mac(message, previous=True), presented)
+        )
+        signed = signed or by_previous
         sent_at = int(timestamp) / 1000
         skew = sent_at - now
         if abs(skew) > self._window:
@@ -305,13 +367,19 @@ class ClusterAuth:
         key = (sender, nonce)
         if key in self._seen:
             raise Unauthorized("replayed nonce", code="replayed_nonce")
-        self._remember(key, sent_at + self._window)
+        self._remember(key, sent_at + self._window, by_previous)
+        self._used[sender] = "previous" if by_previous else "current"
         return sender
 
     # --- responses ------------------------------------------------------------------------
 
-    def sign_response(self, request_nonce: str, status: int, body: bytes) -> dict[str, str]:
+    def sign_response(
+        self, request_nonce: str, status: int, body: bytes, *, sender: str | None = None
+    ) -> dict[str, str]:
         """Headers that authenticate this node's response to a verified sync request.
+
+        ``sender``, the node id :meth:`verify_request` returned, picks the secret the request
+        was verified with (the current one when the request is not remembered).
 
         :raises ValueError: when the nonce or the status is malformed.
         """
@@ -320,7 +388,9 @@ class ClusterAuth:
         if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
             raise ValueError(f"status must be an int from 100 to 599, got {status!r:.80}")
         message = _response_message(self._node_id, request_nonce, status, body)
-        return {NODE_HEADER: self._node_id, RESPONSE_SIGNATURE_HEADER: self._mac(message).hex()}
+        previous = sender is not None and self._seen.get((sender, request_nonce), False)
+        mac = self._mac(message, previous=previous)
+        return {NODE_HEADER: self._node_id, RESPONSE_SIGNATURE_HEADER: mac.hex()}
 
     def verify_response(
         self,
@@ -330,11 +400,12 @@ class ClusterAuth:
         headers: Mapping[str, str],
         *,
         expected_node: str | None,
+        previous: bool = False,
     ) -> None:
         """Accept the response to the request this node signed with ``request_nonce``.
 
         Call it before parsing ``body``. ``expected_node``, when given, is the node id the
-        response must come from.
+        response must come from; ``previous`` is the ``previous`` the request was signed with.
 
         :raises Unauthorized: ``unsigned_response`` when a header is missing or malformed,
             ``unexpected_responder`` when another node signed it, ``tampered_response`` when
@@ -366,13 +437,17 @@ class ClusterAuth:
                 "tampered or unsigned response: bad status", code="unsigned_response"
             )
         message = _response_message(responder, request_nonce, status, body)
-        if not hmac.compare_digest(self._mac(message), bytes.fromhex(signature)):
+        if not hmac.compare_digest(self._mac(message, previous=previous), bytes.fromhex(signature)):
             raise Unauthorized("tampered or unsigned response", code="tampered_response")
 
     # --- internals ------------------------------------------------------------------------
 
-    def _mac(self, message: bytes) -> bytes:
-        return hmac.new(self._secret, message, hashlib.sha256).digest()
+    def _mac(self, message: bytes, *, previous: bool = False) -> bytes:
+        if not previous:
+            return hmac.new(self._secret, message, hashlib.sha256).digest()
+        if self._previous is None:
+            raise ValueError("no previous cluster secret to sign with")
+        return hmac.new(self._previous, message, hashlib.sha256).digest()
 
     def _record_skew(self, sender: str, skew: float) -> None:
         # Re-inserted so the dict's last entry is the latest measurement (for last_skew).
@@ -383,14 +458,14 @@ class ClusterAuth:
         heap = self._expiry_heap
         while heap and heap[0][0] < now:
             _, sender, nonce = heapq.heappop(heap)
-            self._seen.discard((sender, nonce))
+            self._seen.pop((sender, nonce), None)
 
-    def _remember(self, key: tuple[str, str], expires_at: float) -> None:
+    def _remember(self, key: tuple[str, str], expires_at: float, by_previous: bool) -> None:
         while len(self._seen) >= self._max_nonces:
             _, sender, nonce = heapq.heappop(self._expiry_heap)
-            self._seen.discard((sender, nonce))
+            self._seen.pop((sender, nonce), None)
         heapq.heappush(self._expiry_heap, (expires_at, *key))
-        self._seen.add(key)
+        self._seen[key] = by_previous
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

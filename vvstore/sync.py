@@ -470,10 +470,17 @@ class SyncLoop:
         self._notice_due.set()
 
     def notice_received(self, notice: Notice, ours: VersionVector) -> None:
-        """Pull soon from the sender, unless our vector already descends (holds all of) its."""
+        """Pull soon from the sender, unless our vector already descends (holds all of) its.
+
+        A notice in a newer format version than we speak to its sender (it was upgraded) makes
+        us speak that version to it from the next round on.
+        """
         known = [link for link in self.links if link.node == notice.node]
         for link in known:
             link.heard = link.heard.merge(notice.vector)
+            if notice.version > link.version:  # the peer was upgraded: speak its version now
+                link.version = min(notice.version, FORMAT_VERSION)
+                link.wake.set()
         if not notice.differs and ours.descends(notice.vector):
             return
         for link in known or [link for link in self.links if link.node is None]:

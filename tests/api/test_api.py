@@ -189,6 +189,8 @@ async def test_status_shape(client: ApiClient, node: Node) -> None:
         "actors",
         "peers",
         "clock_skew",
+        "peer_secrets",
+        "previous_token_uses",
         "records",
         "oldest_record_age",
         "idempotency_unsafe_evictions",

@@ -184,6 +184,12 @@ def test_secret_files_are_named_when_refused(tmp_path: Path) -> None:
 # --- environment and config file -------------------------------------------------------
 
 
+#: Settings that need another to be given: a previous secret needs the current one.
+PREVIOUS_OF = {"previous_cluster_secret": "cluster_secret", "previous_token": "token"}
+#: The current secret given beside a previous one (unlike every value the tests give it).
+COMPANION = "c0" * 32
+
+
 def default_or_base(row: Setting) -> Any:
     return BASE[row.name] if row.required else row.default
 
@@ -227,6 +233,10 @@ def effective(
     for row in SETTINGS:
         if row.required and not ({row.flag, row.env, row.key} & given):
             argv += [row.flag, BASE[row.name]]
+    for row in SETTINGS:  # a previous secret is accepted only alongside a current one
+        current = PREVIOUS_OF.get(row.name)
+        if current is not None and {row.flag, row.env, row.key} & given:
+            argv += [f"--{current.replace('_', '-')}-file", secret_file(tmp_path, row, COMPANION)]
     args = _parser().parse_args(argv)
     return config_from_args(args), settings_from_args(args)
 
