@@ -25,6 +25,7 @@ from vvstore.harness.faults.schedule import (
     DEFAULT_KINDS,
     EXCLUSIVE_KINDS,
     FAULT_KINDS,
+    LINK_KINDS,
     MAX_CHURN_CYCLES,
     OPT_IN_KINDS,
     Fault,
@@ -48,8 +49,9 @@ DOCUMENTED_SHORT_TIER = {
 
 
 def test_restore_and_churn_are_on_the_menu_but_opt_in() -> None:
-    assert {"restore", "churn"} == OPT_IN_KINDS <= set(FAULT_KINDS)
-    assert OPT_IN_KINDS <= EXCLUSIVE_KINDS  # both need the whole cluster quiet
+    assert {"restore", "churn"} == OPT_IN_KINDS - set(LINK_KINDS)
+    assert set(FAULT_KINDS) >= OPT_IN_KINDS
+    assert {"restore", "churn"} <= EXCLUSIVE_KINDS  # both need the whole cluster quiet
     assert set(DEFAULT_KINDS) == set(FAULT_KINDS) - OPT_IN_KINDS
     assert ScheduleOptions().kinds == DEFAULT_KINDS
     for seed, counts in DOCUMENTED_SHORT_TIER.items():
@@ -83,7 +85,7 @@ def test_with_every_kind_faults_fit_and_one_lane_never_overlaps(seed: int, durat
         for lane in fault.lanes:
             assert fault.at >= last_end.get(lane, 0.0), (lane, fault)
             last_end[lane] = fault.at + fault.extent
-        if fault.kind in OPT_IN_KINDS:
+        if fault.kind in ("restore", "churn"):
             assert fault.lanes == ("network", "process")
 
 
@@ -241,7 +243,7 @@ def test_the_cli_draws_them_when_asked(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["--restore-cycles", "3", "--schedule-only"]) == 0
     assert capsys.readouterr().out.count("restore the backup in place") == 3
     assert main(["--list-faults"]) == 0
-    assert "every kind but churn and restore" in capsys.readouterr().out
+    assert "every kind but churn, lossy, restore, slow and slow_one_way" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv", [["--churn", "0"], ["--churn", "11"], ["--restore-cycles", "0"]])

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vvstore.harness.faults.run import SHORT_TIER_SEEDS, kill_cycles, short_tier
+from vvstore.harness.faults.run import (
+    LINK_RUNS,
+    LINK_WORKLOAD,
+    SHORT_TIER_SEEDS,
+    kill_cycles,
+    link_run,
+    short_tier,
+)
 from vvstore.harness.faults.schedule import (
     DEFAULT_KINDS,
     EXCLUSIVE_KINDS,
     FAULT_KINDS,
+    LINK_KINDS,
     NETWORK_KINDS,
+    OPT_IN_KINDS,
     Fault,
     Schedule,
     ScheduleOptions,
@@ -78,7 +88,31 @@ def test_the_short_tier_covers_every_kind_of_fault() -> None:
     # Every kind drawn by default; the opt-in restore and churn have runs of their own.
     assert set(counts) == set(DEFAULT_KINDS)
     assert len(SHORT_TIER_SEEDS) >= 10
-    assert len(short_tier()) == len(SHORT_TIER_SEEDS) + 1
+    assert len(short_tier()) == len(SHORT_TIER_SEEDS) + 1 + len(LINK_RUNS)
+
+
+def test_the_short_tier_has_slow_and_lossy_links_under_non_ascii_keys() -> None:
+    runs = [link_run(seed, kinds) for seed, kinds in LINK_RUNS]
+    assert runs == short_tier()[-len(LINK_RUNS) :]
+    drawn: Counter[str] = Counter()
+    for options, schedule in runs:
+        assert options.workload == LINK_WORKLOAD and LINK_WORKLOAD.key_alphabet == "unicode"
+        counts = schedule.counts()
+        # Each run draws every link kind it names (the seeds were chosen so).
+        assert set(options.schedule.kinds) & set(LINK_KINDS) <= set(counts), options.seed
+        drawn += counts
+    assert set(LINK_KINDS) <= set(drawn)
+    # Link runs take about as long as the short tier's others: 15 s of faults each.
+    assert all(o.schedule.duration == 15.0 for o, _ in runs)
+
+
+def test_link_kinds_are_opt_in_network_faults() -> None:
+    assert set(LINK_KINDS) <= OPT_IN_KINDS & NETWORK_KINDS
+    assert not set(LINK_KINDS) & set(DEFAULT_KINDS)
+    options = ScheduleOptions()
+    assert (options.slow_bandwidth, options.slow_latency) == (250_000.0, 0.04)  # 2 Mbit/s, 40 ms
+    assert Fault(1.0, "slow_one_way", 2.0, ("A", "B")).text() == "slow bytes A -> B for 2.0 s"
+    assert Fault(1.0, "lossy", 2.0, ("C",)).lanes == ("network",)
 
 
 def test_kill_cycles_kill_every_node_in_turn() -> None:
@@ -102,6 +136,9 @@ def test_a_twenty_minute_soak_plans_at_least_twenty_kills() -> None:
 def test_a_schedule_round_trips_through_json() -> None:
     schedule = generate(3, soak_options(2))
     assert Schedule.from_json(schedule.to_json()) == schedule
+    links = link_run(11)[1]
+    links = Schedule(links.seed, replace(links.options, loss=0.2, slow_latency=0.0), links.faults)
+    assert Schedule.from_json(links.to_json()) == links
     assert Schedule.from_json(schedule.without(0).to_json()).faults == schedule.faults[1:]
 
 
@@ -111,7 +148,7 @@ def test_every_kind_describes_itself() -> None:
             1.0,
             kind,
             2.0,
-            ("A", "B") if kind in ("one_way", "flap") else ("A",),
+            ("A", "B") if kind in ("one_way", "flap", "slow_one_way") else ("A",),
             0.5,
             cycles=3 if kind == "churn" else 0,
         )
@@ -134,6 +171,10 @@ def test_every_kind_describes_itself() -> None:
         ({"partition": (0.0, 1.0)}, "partition"),
         ({"duration": 0.0}, "duration"),
         ({"weights": (("kill", 0.0),)}, "weights"),
+        ({"slow_bandwidth": 10.0}, "slow_bandwidth"),
+        ({"slow_latency": 2.0}, "slow_latency"),
+        ({"loss": 0.0}, "loss"),
+        ({"loss": 0.9}, "loss"),
     ],
 )
 def test_bad_options_are_refused(fields: dict[str, object], message: str) -> None:

@@ -7,6 +7,10 @@ its bounds, every kill kept every acknowledged write, ``PRAGMA integrity_check``
 nodes converged within the 30 s CI limit. A failing case writes its run document (history,
 schedule, verdict) and names the command that replays it.
 
+The last cases are the link runs: slow links (2 Mbit/s, 40 ms, both directions and one way)
+and lossy ones (connections reset or stalled at random, seeded), under non-ASCII keys, some of
+them four-byte characters at the key length limit.
+
 Schedules in ``regressions/`` are shrunk schedules that once caught a bug: each runs as is.
 """
 
@@ -18,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from vvstore.codec import MAX_KEY_BYTES
 from vvstore.harness.faults.run import RunOptions, RunResult, load_replay, run_faults, short_tier
-from vvstore.harness.faults.schedule import Schedule
+from vvstore.harness.faults.schedule import LINK_KINDS, Schedule
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +34,10 @@ REGRESSIONS = sorted((Path(__file__).parent / "regressions").glob("*.json"))
 def _case_id(run: tuple[RunOptions, Schedule]) -> str:
     options, schedule = run
     kinds = set(schedule.counts())
-    return f"kill-cycles-{len(schedule.faults)}" if kinds == {"kill"} else f"seed-{options.seed}"
+    if kinds == {"kill"}:
+        return f"kill-cycles-{len(schedule.faults)}"
+    links = "-".join(sorted(kinds & set(LINK_KINDS)))
+    return f"seed-{options.seed}" + (f"-{links}" if links else "")
 
 
 def _failure(result: RunResult, document: Path, lines: list[str]) -> str:
@@ -76,6 +84,15 @@ async def test_short_tier(run: tuple[RunOptions, Schedule], tmp_path: Path) -> N
         # Every kill was checked, on full and on normal durability nodes.
         assert len(result.kill_checks) == len(schedule.faults) == 5
         assert {check.durability for check in result.kill_checks} == {"full", "normal"}
+    if options.workload.key_alphabet == "unicode":
+        # Every non-ASCII key, those at the limit included, was written and converged.
+        keys = options.workload.key_names()
+        assert max(len(key.encode("utf-8")) for key in keys) == MAX_KEY_BYTES
+        for values in result.final_state.values():
+            assert set(values) == set(keys)
+    if "lossy" in schedule.counts():
+        losses = [e.detail for e in result.events if e.kind == "lossy" and e.what == "losses"]
+        assert losses and any(not d.startswith("0 connections reset, 0 stalled") for d in losses)
 
 
 @pytest.mark.parametrize("path", REGRESSIONS, ids=lambda path: path.stem)

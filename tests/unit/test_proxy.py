@@ -156,7 +156,14 @@ async def test_bytes_pass_and_are_counted_both_ways(
     assert proxy.bytes_carried("A", "B") == 5
     assert proxy.bytes_carried("B", "A") == 5
     stats = json.loads(json.dumps(proxy.stats()))
-    assert stats["connections"] == {"accepted": 1, "refused": 0, "aborted": 0, "open": 1}
+    assert stats["connections"] == {
+        "accepted": 1,
+        "refused": 0,
+        "aborted": 0,
+        "reset_by_loss": 0,
+        "stalled_by_loss": 0,
+        "open": 1,
+    }
 
 
 async def test_a_blackholed_direction_carries_nothing(
@@ -461,6 +468,7 @@ async def test_bandwidth_and_latency_add_up(
         "mode": "delay",
         "delay": 0.5,
         "bandwidth": 100_000.0,
+        "loss": 0.0,
         "carried": len(payload),
         "dropped": 0,
         "delayed": 0,
@@ -534,3 +542,76 @@ async def test_bandwidth_arguments_are_checked(proxy: FaultProxy) -> None:
     assert proxy.policy("B", "A") == Policy()
     proxy.set_direction("A", "B", "pass")
     assert proxy.policies() == {}
+
+
+def _lost(proxy: FaultProxy) -> int:
+    connections = proxy.stats()["connections"]
+    return int(connections["reset_by_loss"] + connections["stalled_by_loss"])
+
+
+async def _send_chunks(
+    proxy: FaultProxy, port: int, sink: Target, clients: Clients, count: int
+) -> None:
+    """Open ``count`` connections in turn, each sending one 100-byte chunk, and wait until that
+    chunk was either delivered or lost before the next (so draws meet chunks in a fixed order)."""
+    for number in range(count):
+        before, received = _lost(proxy), len(sink.received)
+        _, writer = await clients.open(port)
+        writer.write(b"x" * 100)
+        await writer.drain()
+        await eventually(
+            lambda before=before, received=received: (
+                _lost(proxy) + (len(sink.received) - received) // 100 == before + 1
+            ),
+            f"chunk {number} delivered or lost",
+        )
+
+
+async def test_a_lossy_direction_resets_or_stalls_connections(
+    proxy: FaultProxy, sink: Target, clients: Clients
+) -> None:
+    port = await link_port(proxy, sink)
+    proxy.seed_loss(7)
+    proxy.set_direction("A", "B", "pass", loss=1.0)
+
+    await _send_chunks(proxy, port, sink, clients, 20)
+
+    connections = proxy.stats()["connections"]
+    assert connections["reset_by_loss"] > 0 and connections["stalled_by_loss"] > 0
+    assert _lost(proxy) == 20
+    assert sink.received == b""  # a lost chunk is never delivered
+    assert proxy.bytes_dropped("A", "B") == 100 * connections["stalled_by_loss"]
+    assert connections["open"] == connections["stalled_by_loss"]  # stalled ones stay open...
+
+    proxy.set_direction("A", "B", "pass")  # ...until the direction stops being lossy
+    await eventually(lambda: proxy.stats()["connections"]["open"] == 0, "stalled ones reset")
+    assert proxy.stats()["connections"]["aborted"] == 20
+
+
+async def test_a_partial_loss_loses_some_chunks_and_the_seed_fixes_which(
+    sink: Target, clients: Clients
+) -> None:
+    outcomes = []
+    for _ in range(2):
+        async with FaultProxy() as proxy:
+            port = await link_port(proxy, sink)
+            proxy.seed_loss(2026)
+            proxy.set_direction("A", "B", "pass", loss=0.3)
+            sink.received.clear()
+            await _send_chunks(proxy, port, sink, clients, 40)
+            connections = proxy.stats()["connections"]
+            lost = _lost(proxy)
+            assert len(sink.received) == 100 * (40 - lost)
+            outcomes.append((connections["reset_by_loss"], connections["stalled_by_loss"]))
+    assert outcomes[0] == outcomes[1]
+    assert 0 < sum(outcomes[0]) < 40
+
+
+async def test_loss_arguments_are_checked(proxy: FaultProxy) -> None:
+    for loss in (-0.1, 1.5, math.nan, True):
+        with pytest.raises(ValueError, match="loss must be"):
+            proxy.set_direction("A", "B", "pass", loss=loss)
+    with pytest.raises(ValueError, match="loss only applies"):
+        proxy.set_direction("A", "B", "drop", loss=0.5)
+    proxy.set_direction("A", "B", "delay", 0.04, 250_000, loss=0.05)
+    assert proxy.policy("A", "B") == Policy("delay", 0.04, 250_000.0, 0.05)

@@ -37,10 +37,19 @@ when there is one: latency adds to transmission time). A pump waiting for the wi
 nothing more, so TCP flow control pushes back on the sender, and the policy is judged again for
 every piece, so a change to drop or refuse applies within one piece.
 
+A direction in mode ``pass`` or ``delay`` may also be *lossy*: ``loss`` is the chance that a
+chunk (a piece, under a bandwidth limit) is lost. A lost chunk either resets its connection or
+*stalls* it: that chunk and everything after it in that direction of that connection are
+discarded (the end of stream too), as behind a link that stopped delivering, until the sender
+gives up. The two are equally likely. The draws come from one generator that
+:meth:`FaultProxy.seed_loss` seeds, so a seed fixes the sequence of draws; which chunk meets
+which draw still depends on timing.
+
 Healing: a blackholed connection may have lost bytes in the middle of an HTTP message, so
 whenever a direction leaves ``drop`` (by :meth:`FaultProxy.set_direction`,
 :meth:`~FaultProxy.partition` or :meth:`~FaultProxy.heal`), every connection that dropped bytes
-in that direction is reset; clients and nodes then open fresh connections, which pass.
+in that direction is reset; clients and nodes then open fresh connections, which pass. Likewise,
+when a direction stops being lossy, every connection stalled in that direction is reset.
 
 This module is an I/O shell over plain asyncio streams and the standard library. It must never
 listen on or connect to anything but a 127.0.0.0/8 address, never buffer without bound, and
@@ -56,6 +65,7 @@ import ipaddress
 import itertools
 import logging
 import math
+import random
 import socket
 import struct
 from collections import Counter, deque
@@ -98,16 +108,24 @@ class Policy:
     """What happens to bytes in one direction.
 
     ``delay`` in seconds, only for mode "delay"; ``bandwidth`` in bytes per second shared by
-    every connection in the direction, 0 for unlimited, only for modes "pass" and "delay".
+    every connection in the direction, 0 for unlimited, only for modes "pass" and "delay";
+    ``loss`` the chance (0 to 1) that a chunk is lost, resetting or stalling its connection,
+    only for modes "pass" and "delay".
     """
 
     mode: Mode = "pass"
     delay: float = 0.0
     bandwidth: float = 0.0
+    loss: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Return the policy as a JSON-friendly dict."""
-        return {"mode": self.mode, "delay": self.delay, "bandwidth": self.bandwidth}
+        return {
+            "mode": self.mode,
+            "delay": self.delay,
+            "bandwidth": self.bandwidth,
+            "loss": self.loss,
+        }
 
 
 _PASS = Policy()
@@ -183,6 +201,7 @@ class _Connection:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
     lost: set[Direction] = field(default_factory=set)  # directions that dropped bytes
+    stalled: set[Direction] = field(default_factory=set)  # directions a loss stalled
     reset: bool = False
 
     def abort(self) -> None:
@@ -234,7 +253,7 @@ class _Pump:
                 if policy.mode == "refuse":
                     self._proxy._abort(self._conn)
                     return True
-                if policy.mode == "drop":
+                if policy.mode == "drop" or self._direction in self._conn.stalled:
                     # The end of stream is blackholed too: the other side keeps waiting, as it
                     # would behind a real partition, until a heal resets the connection.
                     self._conn.lost.add(self._direction)
@@ -256,10 +275,14 @@ class _Pump:
             if policy.mode == "refuse":
                 self._proxy._abort(self._conn)
                 return False
-            if policy.mode == "drop":
+            if policy.mode == "drop" or self._direction in self._conn.stalled:
                 self._conn.lost.add(self._direction)
                 self._proxy._dropped[self._direction] += len(chunk) - offset
                 return True
+            if policy.loss > 0 and self._proxy._lose(self._conn, self._direction, policy.loss):
+                if self._conn.reset:
+                    return False
+                continue
             size = len(chunk) - offset
             if policy.bandwidth > 0:
                 size = min(size, PIECE_BYTES)
@@ -352,6 +375,10 @@ class FaultProxy:
         self._aborted = 0
         self._numbers = itertools.count(1)
         self._closed = False
+        # Seeded by seed_loss; a fixed default keeps a run without it reproducible too.
+        self._loss_rng = random.Random(0)
+        self._loss_resets = 0
+        self._loss_stalls = 0
 
     async def __aenter__(self) -> Self:
         return self
@@ -453,6 +480,19 @@ class FaultProxy:
             self._conns.discard(conn)
             await _shut_down(writer, up_writer, graceful=not conn.reset)
 
+    def _lose(self, conn: _Connection, direction: Direction, loss: float) -> bool:
+        """Draw whether the next chunk from ``direction`` on ``conn`` is lost; if it is, reset
+        the connection or stall that direction of it (equally likely) and return True."""
+        if self._loss_rng.random() >= loss:
+            return False
+        if self._loss_rng.random() < 0.5:
+            self._loss_resets += 1
+            self._abort(conn)
+        else:
+            self._loss_stalls += 1
+            conn.stalled.add(direction)
+        return True
+
     async def _transmit(self, direction: Direction, size: int, bandwidth: float) -> None:
         """Wait until ``size`` bytes have been sent on ``direction``'s wire at ``bandwidth``,
         after the pieces that took the wire before them."""
@@ -478,18 +518,30 @@ class FaultProxy:
         return frozenset(name for pair in self._links for name in pair)
 
     def set_direction(
-        self, a: str, b: str, mode: Mode, delay: float = 0.0, bandwidth: float = 0.0
+        self,
+        a: str,
+        b: str,
+        mode: Mode,
+        delay: float = 0.0,
+        bandwidth: float = 0.0,
+        *,
+        loss: float = 0.0,
     ) -> None:
         """Set what happens to bytes flowing from ``a`` to ``b`` on every link between them.
 
         ``delay`` (seconds, > 0) is required for mode "delay" and refused for the others.
         ``bandwidth`` (bytes per second, shared by every connection from ``a`` to ``b``; 0 for
-        unlimited) applies to modes "pass" and "delay" and is refused for the others.
+        unlimited) and ``loss`` (the chance, 0 to 1, that a chunk is lost: see the module
+        docstring) apply to modes "pass" and "delay" and are refused for the others.
         Names need not have a link yet: the policy applies to links added later.
         """
         policies = dict(self._policies)
-        policies[(a, b)] = self._make_policy(a, b, mode, delay, bandwidth)
+        policies[(a, b)] = self._make_policy(a, b, mode, delay, bandwidth, loss)
         self._replace(policies)
+
+    def seed_loss(self, seed: int) -> None:
+        """Seed the generator that decides which chunks of lossy directions are lost."""
+        self._loss_rng = random.Random(seed)
 
     def limit(self, a: str, b: str, bytes_per_second: float, delay: float = 0.0) -> None:
         """Let bytes from ``a`` to ``b`` through at ``bytes_per_second`` (> 0), shared by every
@@ -560,7 +612,9 @@ class FaultProxy:
         self._replace({})
 
     @staticmethod
-    def _make_policy(a: str, b: str, mode: Mode, delay: float, bandwidth: float) -> Policy:
+    def _make_policy(
+        a: str, b: str, mode: Mode, delay: float, bandwidth: float, loss: float = 0.0
+    ) -> Policy:
         _check_name(a)
         _check_name(b)
         if a == b:
@@ -584,7 +638,11 @@ class FaultProxy:
             )
         if mode not in ("pass", "delay") and bandwidth != 0:
             raise ValueError(f"bandwidth only applies to modes 'pass' and 'delay', not {mode!r}")
-        return Policy(mode, float(delay), float(bandwidth))
+        if isinstance(loss, bool) or not isinstance(loss, int | float) or not 0 <= loss <= 1:
+            raise ValueError(f"loss must be a chance from 0 to 1, got {loss!r}")
+        if mode not in ("pass", "delay") and loss != 0:
+            raise ValueError(f"loss only applies to modes 'pass' and 'delay', not {mode!r}")
+        return Policy(mode, float(delay), float(bandwidth), float(loss))
 
     def _replace(self, policies: dict[Direction, Policy]) -> None:
         """Install ``policies`` and apply what the change means for live connections."""
@@ -596,8 +654,10 @@ class FaultProxy:
             for conn in list(self._conns):
                 if {conn.link.src, conn.link.dst} != {a, b}:
                     continue
-                if new.mode == "refuse" or (
-                    old.mode == "drop" and new.mode != "drop" and direction in conn.lost
+                if (
+                    new.mode == "refuse"
+                    or (old.mode == "drop" and new.mode != "drop" and direction in conn.lost)
+                    or (new.loss == 0 and new.mode != "drop" and direction in conn.stalled)
                 ):
                     self._abort(conn)
 
@@ -655,6 +715,8 @@ class FaultProxy:
                 "accepted": self._accepted,
                 "refused": self._refused,
                 "aborted": self._aborted,
+                "reset_by_loss": self._loss_resets,
+                "stalled_by_loss": self._loss_stalls,
                 "open": len(self._conns),
             },
         }

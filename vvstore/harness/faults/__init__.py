@@ -5,7 +5,8 @@ connection passing through a :class:`~vvstore.harness.proxy.FaultProxy` (the har
 cluster fixture, :class:`vvstore.harness.cluster.Cluster`). Concurrent clients increment random
 keys on random nodes with idempotency keys, retrying indefinite outcomes elsewhere, while a
 nemesis drawn from a seed partitions, cuts, flaps, kills, pauses, wipes and restores nodes
-(and, when asked, restores backups in place and churns nodes through new incarnations).
+(and, when asked, restores backups in place, churns nodes through new incarnations, and makes
+links slow or lossy; the clients may use non-ASCII keys).
 A final phase heals everything and settles every unacknowledged increment; the history is then
 judged exactly by :func:`vvstore.harness.checker.check_faults`. See docs/faults.md.
 

@@ -43,13 +43,14 @@ from vvstore.harness.faults.schedule import (
     generate,
     short_tier_options,
 )
+from vvstore.harness.faults.workload import KEY_ALPHABETS
 
 __all__ = ["main"]
 
 DESCRIPTION = (
     "Jepsen-style fault runs against three real vvstore nodes on loopback: partitions, kills, "
-    "pauses, stale restores, wipes, restores in place and churn under concurrent retried "
-    "increments, checked exactly. "
+    "pauses, stale restores, wipes, restores in place, churn, slow and lossy links under "
+    "concurrent retried increments, checked exactly. "
     "Exit status: 0 every run held, 1 one did not, 2 one could not start."
 )
 
@@ -61,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
         "--short-tier", action="store_true",
-        help="run the CI short tier: 10 seeded schedules and 5 kill-and-restart cycles",
+        help="run the CI short tier: 10 seeded schedules, 5 kill-and-restart cycles, and 2 "
+        "schedules of slow and lossy links under non-ASCII keys",
     )  # fmt: skip
     mode.add_argument(
         "--soak", type=float, metavar="MINUTES",
@@ -99,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--clients", type=int, help="concurrent clients")
     parser.add_argument("--keys", type=int, help="keys the clients add to")
+    parser.add_argument(
+        "--key-alphabet", choices=KEY_ALPHABETS,
+        help="ascii (k000, k001, ...; the default) or unicode: multi-byte UTF-8 keys, some of "
+        "four-byte characters at the key length limit",
+    )  # fmt: skip
     parser.add_argument("--rate", type=float, help="target increments per second, all clients")
     parser.add_argument("--read-ratio", type=float, help="fraction of operations that read")
     parser.add_argument(
@@ -166,6 +173,7 @@ def _options(args: argparse.Namespace, base: RunOptions) -> RunOptions:
         ("read_ratio", "read_ratio"),
         ("read_back", "read_back"),
         ("client_timeout", "timeout"),
+        ("key_alphabet", "key_alphabet"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -229,7 +237,8 @@ async def _main(args: argparse.Namespace) -> int:
     if args.list_faults:
         for kind, text in FAULT_KINDS.items():
             _print(f"{kind:<15} {text}")
-        opt_in = " and ".join(sorted(OPT_IN_KINDS))
+        *others, last = sorted(OPT_IN_KINDS)
+        opt_in = f"{', '.join(others)} and {last}"
         _print(f"(drawn by default: every kind but {opt_in}; ask for them with --faults)")
         return 0
     if args.recheck:

@@ -3,8 +3,20 @@
 Network faults become proxy policies. Several may be active at once (a flap during a
 partition, the quiet period of a wipe during a swallow), so :class:`Network` composes them:
 each active fault contributes directions, a direction is refused when any fault refuses it,
-dropped when any drops it, and passes otherwise; only directions whose effective mode changes
-are set on the proxy, so one fault ending never heals another.
+dropped when any drops it, and passes otherwise, as slowly and as lossily as the slowest and
+lossiest fault on it wants (the longest latency, the narrowest bandwidth, the highest loss);
+only directions whose effective policy changes are set on the proxy, so one fault ending never
+heals another.
+
+The link faults (opt-in) slow or degrade links without cutting them:
+
+- ``slow``: every direction between the victim and the other nodes and clients carries
+  ``slow_bandwidth`` bytes per second, each byte ``slow_latency`` seconds late (the schedule's
+  options: 2 Mbit/s and 40 ms by default); ``slow_one_way``: only bytes from one node to another;
+- ``lossy``: every direction between the victim and the other nodes and clients loses a chunk
+  with chance ``loss``; a lost chunk resets its connection or stalls it until the sender times
+  out. The proxy's generator is seeded from the schedule's seed and the fault's index, so one
+  seed draws the same losses in the same order.
 
 Process faults act on the node processes:
 
@@ -55,13 +67,13 @@ from vvstore.harness.checker import History, NodeLoss, NodeLossKind
 from vvstore.harness.cluster import CLIENT, DB_FILE, Cluster, restore_in_place
 from vvstore.harness.faults.schedule import Fault, Schedule
 from vvstore.harness.faults.workload import Workload
-from vvstore.harness.proxy import FaultProxy
+from vvstore.harness.proxy import FaultProxy, Policy
 
 __all__ = ["IncarnationCheck", "KillCheck", "Nemesis", "NemesisEvent", "Network"]
 
 Mode = Literal["drop", "refuse"]
 Direction = tuple[str, str]
-Policies = Mapping[Direction, Mode]
+Policies = Mapping[Direction, Mode | Policy]
 
 # How long a wipe or a restore waits for the other nodes to cover the victim's vector.
 COVERAGE_TIMEOUT_S = 45.0
@@ -78,14 +90,16 @@ class Network:
 
     def __init__(self, proxy: FaultProxy) -> None:
         self._proxy = proxy
-        self._active: dict[int, dict[Direction, Mode]] = {}
-        self._applied: dict[Direction, Mode] = {}
+        self._active: dict[int, dict[Direction, Policy]] = {}
+        self._applied: dict[Direction, Policy] = {}
         self._tokens = itertools.count(1)
 
     def add(self, policies: Policies) -> int:
         """Activate ``policies``; returns the token that :meth:`remove` takes."""
         token = next(self._tokens)
-        self._active[token] = dict(policies)
+        self._active[token] = {
+            d: p if isinstance(p, Policy) else Policy(p) for d, p in policies.items()
+        }
         self._apply()
         return token
 
@@ -99,22 +113,42 @@ class Network:
         self._apply()
         self._proxy.heal()
 
-    def effective(self) -> dict[Direction, Mode]:
-        wanted: dict[Direction, Mode] = {}
+    def effective(self) -> dict[Direction, Policy]:
+        wanted: dict[Direction, Policy] = {}
         for policies in self._active.values():
-            for direction, mode in policies.items():
-                if wanted.get(direction) != "refuse":
-                    wanted[direction] = mode
-        return wanted
+            for direction, policy in policies.items():
+                wanted[direction] = _compose(wanted.get(direction, Policy()), policy)
+        return {d: p for d, p in wanted.items() if p != Policy()}
 
     def _apply(self) -> None:
         wanted = self.effective()
         for direction in self._applied.keys() - wanted.keys():
             self._proxy.set_direction(*direction, "pass")
-        for direction, mode in wanted.items():
-            if self._applied.get(direction) != mode:
-                self._proxy.set_direction(*direction, mode)
+        for direction, policy in wanted.items():
+            if self._applied.get(direction) != policy:
+                if policy.mode in ("drop", "refuse"):
+                    self._proxy.set_direction(*direction, policy.mode)
+                else:
+                    self._proxy.set_direction(
+                        *direction, policy.mode, policy.delay, policy.bandwidth, loss=policy.loss
+                    )
         self._applied = wanted
+
+
+def _compose(a: Policy, b: Policy) -> Policy:
+    """Both policies at once: refuse over drop over the rest; of two passing policies the
+    longer delay, the narrower bandwidth (0 is none) and the higher loss."""
+    for mode in ("refuse", "drop"):
+        if mode in (a.mode, b.mode):
+            return Policy(mode)
+    delay = max(a.delay, b.delay)
+    bandwidths = [x for x in (a.bandwidth, b.bandwidth) if x > 0]
+    return Policy(
+        "delay" if delay > 0 else "pass",
+        delay,
+        min(bandwidths, default=0.0),
+        max(a.loss, b.loss),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +307,7 @@ class Nemesis:
         self.skipped: Counter[str] = Counter()
         self.paused: set[str] = set()
         self._copies = itertools.count(1)
+        self._schedule: Schedule | None = None
         self._listeners: list[Callable[[NemesisEvent], None]] = []
 
     def on_event(self, listener: Callable[[NemesisEvent], None]) -> None:
@@ -297,6 +332,7 @@ class Nemesis:
         """
         loop = asyncio.get_running_loop()
         busy: dict[str, asyncio.Task[None]] = {}
+        self._schedule = schedule
         try:
             for index, fault in enumerate(schedule.faults, start=first_index):
                 await asyncio.sleep(max(0.0, began + fault.at - loop.time()))
@@ -343,6 +379,10 @@ class Nemesis:
             await self._network(index, fault, {(a, fault.nodes[1]): "drop"})
         elif fault.kind == "swallow":
             await self._network(index, fault, {(a, CLIENT): "drop"})
+        elif fault.kind in ("slow", "slow_one_way"):
+            await self._network(index, fault, self._link_policies(index, fault))
+        elif fault.kind == "lossy":
+            await self._lossy(index, fault)
         elif fault.kind == "flap":
             await self._flap(index, fault)
         elif fault.kind == "kill":
@@ -366,6 +406,36 @@ class Nemesis:
         finally:
             self.network.remove(token)
             self._log(index, fault.kind, "end")
+
+    async def _lossy(self, index: int, fault: Fault) -> None:
+        """A lossy link fault, and how many connections its losses reset and stalled."""
+        counters = ("reset_by_loss", "stalled_by_loss")
+        before = self.cluster.proxy.stats()["connections"]
+        try:
+            await self._network(index, fault, self._link_policies(index, fault))
+        finally:
+            after = self.cluster.proxy.stats()["connections"]
+            reset, stalled = (after[c] - before[c] for c in counters)
+            self._log(index, fault.kind, "losses", f"{reset} connections reset, {stalled} stalled")
+
+    def _link_policies(self, index: int, fault: Fault) -> dict[Direction, Policy]:
+        """The directions a link fault degrades, and how (see the module docstring)."""
+        assert self._schedule is not None, "a fault runs inside run()"
+        options = self._schedule.options
+        a = fault.victim
+        if fault.kind == "slow_one_way":
+            directions = [(a, fault.nodes[1])]
+        else:
+            others = [n for n in self.cluster.names if n != a]
+            directions = [d for o in (*others, CLIENT) for d in ((a, o), (o, a))]
+        if fault.kind == "lossy":
+            self.cluster.proxy.seed_loss(self._schedule.seed * 1_000 + index)
+            policy = Policy("pass", loss=options.loss)
+        else:
+            latency = options.slow_latency
+            mode: Literal["pass", "delay"] = "delay" if latency > 0 else "pass"
+            policy = Policy(mode, latency, options.slow_bandwidth)
+        return dict.fromkeys(directions, policy)
 
     async def _flap(self, index: int, fault: Fault) -> None:
         loop = asyncio.get_running_loop()

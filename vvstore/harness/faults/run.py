@@ -33,10 +33,12 @@ from vvstore.harness.checker import FaultVerdict, History, NodeLoss, check_fault
 from vvstore.harness.cluster import Cluster, durabilities
 from vvstore.harness.faults.nemesis import IncarnationCheck, KillCheck, Nemesis, NemesisEvent
 from vvstore.harness.faults.schedule import (
+    LINK_KINDS,
     Fault,
     Schedule,
     ScheduleOptions,
     generate,
+    link_options,
     short_tier_options,
     soak_options,
 )
@@ -49,6 +51,7 @@ __all__ = [
     "checkpoint_windows",
     "churn_run",
     "kill_cycles",
+    "link_run",
     "load_replay",
     "recheck",
     "restore_cycles",
@@ -130,6 +133,7 @@ class RunOptions:
                 "read_back": w.read_back,
                 "timeout": w.timeout,
                 "attempts": w.attempts,
+                "key_alphabet": w.key_alphabet,
             },
             "durability": self.durability,
             "settle_timeout": self.settle_timeout,
@@ -841,9 +845,36 @@ def short_tier_run(seed: int) -> tuple[RunOptions, Schedule]:
     return options, generate(seed, options.schedule)
 
 
+#: The short tier's link runs: (seed, kinds). Each draws its link faults twice as often as the
+#: other kinds named, under non-ASCII keys; the seeds are ones whose schedule holds every link
+#: kind named (tests/faults/test_schedule.py checks that).
+LINK_RUNS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (11, ("slow", "slow_one_way", "split", "kill")),
+    (12, ("lossy", "pause", "one_way", "swallow")),
+)
+#: The CI tier's workload under link faults: the short tier's, with non-ASCII keys.
+LINK_WORKLOAD = replace(SHORT_TIER_WORKLOAD, key_alphabet="unicode")
+
+
+def link_run(
+    seed: int, kinds: tuple[str, ...] = LINK_KINDS, duration: float = 15.0
+) -> tuple[RunOptions, Schedule]:
+    """A schedule of link faults (slow, one-way slow, lossy) among ``kinds``, with non-ASCII
+    keys: the short tier's shape otherwise."""
+    options = RunOptions(
+        seed=seed, schedule=link_options(duration, kinds=kinds), workload=LINK_WORKLOAD
+    )
+    return options, generate(seed, options.schedule)
+
+
 def short_tier() -> list[tuple[RunOptions, Schedule]]:
-    """The whole CI short tier: every seeded schedule, then five kill-and-restart cycles."""
-    return [short_tier_run(seed) for seed in SHORT_TIER_SEEDS] + [kill_cycles(5)]
+    """The whole CI short tier: every seeded schedule, five kill-and-restart cycles, then the
+    link runs (slow and lossy links, non-ASCII keys)."""
+    return (
+        [short_tier_run(seed) for seed in SHORT_TIER_SEEDS]
+        + [kill_cycles(5)]
+        + [link_run(seed, kinds) for seed, kinds in LINK_RUNS]
+    )
 
 
 def soak_run_options(minutes: float, seed: int = 1) -> RunOptions:

@@ -13,9 +13,10 @@ Times are seconds from the start of the workload; every fault ends by ``duration
 the restart that follows a kill, a wipe or a restore (and the convergence waits and restarts of
 a churn's cycles), which the runner performs as soon as it can.
 
-Two kinds are *opt-in* (:data:`OPT_IN_KINDS`: ``restore`` and ``churn``): they are on the menu
-and drawn when asked for (``kinds``), but not by default, so that every seed drawn with the
-default kinds gives the schedule it gave before they existed.
+Five kinds are *opt-in* (:data:`OPT_IN_KINDS`: ``restore``, ``churn`` and the link faults
+``slow``, ``slow_one_way`` and ``lossy``): they are on the menu and drawn when asked for
+(``kinds``), but not by default, so that every seed drawn with the default kinds gives the
+schedule it gave before they existed.
 
 This module is pure: standard library only, no I/O and no clock; its only randomness is the
 generator seeded from the caller's seed.
@@ -35,6 +36,7 @@ __all__ = [
     "DEFAULT_KINDS",
     "EXCLUSIVE_KINDS",
     "FAULT_KINDS",
+    "LINK_KINDS",
     "MAX_CHURN_CYCLES",
     "NETWORK_KINDS",
     "OPT_IN_KINDS",
@@ -43,6 +45,7 @@ __all__ = [
     "Schedule",
     "ScheduleOptions",
     "generate",
+    "link_options",
     "short_tier_options",
     "soak_options",
 ]
@@ -62,19 +65,25 @@ FAULT_KINDS: dict[str, str] = {
     "wipe": "a node restarted with its data directory wiped",
     "restore": "a node's online backup restored in place (same inode) seconds later (opt-in)",
     "churn": "a node stopped, wiped and restarted as a new actor, several times (opt-in)",
+    "slow": "a node's every link, both directions, slowed to a narrow, late link (opt-in)",
+    "slow_one_way": "bytes from one node to another slowed; the other direction passes (opt-in)",
+    "lossy": "a node's every link loses chunks at random, resetting or stalling (opt-in)",
 }
 NETWORK_KINDS = frozenset(
     {"isolate", "split", "bridge", "one_way", "flap", "swallow", "long_partition"}
+    | {"slow", "slow_one_way", "lossy"}
 )
 PROCESS_KINDS = frozenset({"kill", "pause"})
 EXCLUSIVE_KINDS = frozenset({"restore_stale", "wipe", "restore", "churn"})
 #: On the menu, but drawn only when asked for (see the module docstring).
-OPT_IN_KINDS = frozenset({"restore", "churn"})
+OPT_IN_KINDS = frozenset({"restore", "churn", "slow", "slow_one_way", "lossy"})
+#: The link faults: on the menu, opt-in, and drawn together by :func:`link_options`.
+LINK_KINDS: tuple[str, ...] = ("slow", "slow_one_way", "lossy")
 #: What a schedule draws from unless told otherwise.
 DEFAULT_KINDS: tuple[str, ...] = tuple(k for k in FAULT_KINDS if k not in OPT_IN_KINDS)
 #: Most stop-wipe-restart cycles of one churn fault.
 MAX_CHURN_CYCLES = 10
-_TWO_NODE_KINDS = frozenset({"one_way", "flap"})
+_TWO_NODE_KINDS = frozenset({"one_way", "flap", "slow_one_way"})
 
 # Seconds a lane stays busy after a fault that restarts a node: the restart itself, the
 # crash check, and (wipe, restore) the wait until the other nodes hold the victim's entries;
@@ -132,6 +141,13 @@ class ScheduleOptions:
     # How many stop-wipe-restart cycles a churn runs (integers, low <= high); each cycle keeps
     # the node down for a time drawn from ``down``.
     churn_cycles: tuple[int, int] = (2, 3)
+    # A slow link (slow, slow_one_way): bytes per second shared by every connection in one
+    # direction (250,000: 2 Mbit/s), and seconds each byte arrives late on top.
+    slow_bandwidth: float = 250_000.0
+    slow_latency: float = 0.04
+    # A lossy link: the chance that one chunk (about one HTTP message) is lost, which resets
+    # its connection or stalls it until the sender's timeout, equally likely.
+    loss: float = 0.1
 
     def __post_init__(self) -> None:
         if not (isinstance(self.duration, int | float) and 0 < self.duration <= 7 * 24 * 3600):
@@ -155,6 +171,19 @@ class ScheduleOptions:
         _check_range("down", self.down)
         _check_range("stale_age", self.stale_age)
         _check_range("flap_period", self.flap_period, low=0.05)
+        if not (
+            isinstance(self.slow_bandwidth, int | float)
+            and math.isfinite(self.slow_bandwidth)
+            and self.slow_bandwidth >= 1_000
+        ):
+            raise ValueError(
+                "slow_bandwidth must be at least 1,000 bytes per second, got "
+                f"{self.slow_bandwidth!r}"
+            )
+        if not (isinstance(self.slow_latency, int | float) and 0 <= self.slow_latency <= 1):
+            raise ValueError(f"slow_latency must be 0 to 1 second, got {self.slow_latency!r}")
+        if not (isinstance(self.loss, int | float) and 0 < self.loss <= 0.5):
+            raise ValueError(f"loss must be above 0 and at most 0.5, got {self.loss!r}")
         cycles = self.churn_cycles
         if not (
             isinstance(cycles, tuple)
@@ -185,6 +214,9 @@ class ScheduleOptions:
             "stale_age": list(self.stale_age),
             "flap_period": list(self.flap_period),
             "churn_cycles": list(self.churn_cycles),
+            "slow_bandwidth": self.slow_bandwidth,
+            "slow_latency": self.slow_latency,
+            "loss": self.loss,
         }
 
     @classmethod
@@ -192,6 +224,7 @@ class ScheduleOptions:
         ranges = {"gap", "partition", "long_partition", "pause", "down", "stale_age"}
         ranges.add("flap_period")
         known = ranges | {"duration", "kinds", "nodes", "weights", "first", "churn_cycles"}
+        known |= {"slow_bandwidth", "slow_latency", "loss"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown schedule options: {unknown}")
@@ -214,7 +247,8 @@ class ScheduleOptions:
 class Fault:
     """One fault: what, when (seconds from the workload's start), for how long, on whom.
 
-    ``nodes`` by kind: ``one_way`` (source, destination); ``flap`` the two ends of the link;
+    ``nodes`` by kind: ``one_way`` and ``slow_one_way`` (source, destination); ``flap`` the two
+    ends of the link;
     ``bridge`` the node that sees both sides; every other kind (victim,). ``duration`` is how
     long the fault lasts (``kill``: how long the node stays down; ``restore_stale`` and
     ``restore``: the age of the copy; ``wipe``: how long the node stays down; ``churn``: how
@@ -289,6 +323,9 @@ class Fault:
             "in place (same inode) and restart it",
             "churn": f"churn {a}: {self.cycles} x (converge, stop, wipe, down {d}, restart as a "
             f"new actor, serve {d})",
+            "slow": f"slow every link of {a}, both directions, for {d}",
+            "slow_one_way": f"slow bytes {a} -> {self.nodes[-1]} for {d}",
+            "lossy": f"lossy links of {a} (to nodes and clients) for {d}",
         }[self.kind]
         return text
 
@@ -455,6 +492,16 @@ def short_tier_options(duration: float = 15.0) -> ScheduleOptions:
         pause=(1.5, 2.5),
         down=(0.5, 1.5),
         stale_age=(1.0, 2.5),
+    )
+
+
+def link_options(duration: float = 15.0, *, kinds: tuple[str, ...] = LINK_KINDS) -> ScheduleOptions:
+    """The short tier's options drawing link faults (by default only those), twice as often as
+    any other kind named in ``kinds``."""
+    return replace(
+        short_tier_options(duration),
+        kinds=kinds,
+        weights=tuple(sorted((kind, 2.0) for kind in LINK_KINDS if kind in kinds)),
     )
 
 

@@ -16,6 +16,12 @@ Clients speak HTTP to the nodes through the fault proxy with aiohttp directly (n
 :class:`vvstore.client.Client`), so that every attempt, its node and its outcome are recorded,
 and the ``Idempotent-Replayed`` header is seen.
 
+Counter keys are ASCII (``k000``, ``k001``, ...) or, with ``key_alphabet="unicode"``, a
+non-ASCII mix (:func:`unicode_key_names`): two-, three- and four-byte UTF-8, a space and a slash
+to percent-encode, the same letter precomposed and decomposed (two keys: nothing may normalise
+them), and keys of four-byte characters at exactly the codec's key length limit,
+:data:`~vvstore.codec.MAX_KEY_BYTES` bytes of UTF-8 as the server measures it.
+
 Every loop here is bounded by a deadline; nothing waits on a bare sleep for another task.
 """
 
@@ -33,9 +39,10 @@ from urllib.parse import quote
 import aiohttp
 
 from vvstore.actor import is_actor_of
+from vvstore.codec import MAX_KEY_BYTES
 from vvstore.harness.checker import History, Op
 
-__all__ = ["Workload", "WorkloadOptions"]
+__all__ = ["KEY_ALPHABETS", "Workload", "WorkloadOptions", "unicode_key_names"]
 
 Outcome = Literal["ok", "fail", "info"]
 
@@ -47,6 +54,36 @@ SETTLE_TIMEOUT_S = 3.0
 MAX_AMOUNT = 5
 # Characters of an error kept as its kind.
 ERROR_CHARS = 80
+#: What counter keys are made of (WorkloadOptions.key_alphabet).
+KEY_ALPHABETS = ("ascii", "unicode")
+# Mathematical double-struck digits, U+1D7D8 to U+1D7E1: four bytes of UTF-8 each.
+_WIDE_DIGITS = "".join(chr(0x1D7D8 + d) for d in range(10))
+_WIDE_FILL = "\U0001f34e"  # a red apple, four bytes of UTF-8
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _at_limit(number: int) -> str:
+    """A key of four-byte characters only, exactly MAX_KEY_BYTES of UTF-8: the number in wide
+    digits, padded with apples (the limit is a multiple of four)."""
+    digits = "".join(_WIDE_DIGITS[int(d)] for d in f"{number:03d}")
+    return digits + _WIDE_FILL * ((MAX_KEY_BYTES - _utf8_len(digits)) // 4)
+
+
+def unicode_key_names(count: int) -> list[str]:
+    """``count`` distinct non-ASCII counter keys, in rounds of five shapes: a key at the key
+    length limit; ``clé-N`` precomposed and the same decomposed (two keys); three-byte letters
+    with a space and a slash; two-byte letters with a four-byte emoji."""
+    shapes = (
+        _at_limit,
+        lambda n: f"cl\u00e9-{n:03d}",
+        lambda n: f"cle\u0301-{n:03d}",
+        lambda n: f"\u8ba1\u6570\u5668 /{n:03d}",
+        lambda n: f"\u043a\u043b\u044e\u0447-\U0001f600-{n:03d}",
+    )
+    return [shapes[i % len(shapes)](i // len(shapes)) for i in range(count)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +104,9 @@ class WorkloadOptions:
     # Most attempts of one idempotency key (on different nodes) before the client moves on
     # and leaves it to the final phase; each increment draws its own number from 1 to this.
     attempts: int = 3
+    # What counter keys are made of: "ascii" (k000, k001, ...) or "unicode" (see the module
+    # docstring: multi-byte UTF-8, and four-byte keys at the key length limit).
+    key_alphabet: str = "ascii"
 
     def __post_init__(self) -> None:
         if not 1 <= self.clients <= 64:
@@ -83,8 +123,14 @@ class WorkloadOptions:
             raise ValueError(f"timeout must be 0 to 60 seconds, got {self.timeout}")
         if not 1 <= self.attempts <= 10:
             raise ValueError(f"attempts must be 1 to 10, got {self.attempts}")
+        if self.key_alphabet not in KEY_ALPHABETS:
+            raise ValueError(
+                f"key_alphabet must be one of {', '.join(KEY_ALPHABETS)}, got {self.key_alphabet!r}"
+            )
 
     def key_names(self) -> list[str]:
+        if self.key_alphabet == "unicode":
+            return unicode_key_names(self.keys)
         return [f"k{i:03d}" for i in range(self.keys)]
 
 
