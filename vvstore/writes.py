@@ -43,7 +43,7 @@ from vvstore.idempotency import (
     sets_to_publish,
 )
 from vvstore.retirement import EMPTY, Retirements, earlier_actors, finals_to_raise
-from vvstore.wire import MAX_FLOORS_BYTES, floors_bytes
+from vvstore.wire import FLOOR_BYTES_BOUND, MAX_FLOORS_BYTES, floors_bytes
 
 __all__ = [
     "ApplyResult",
@@ -220,14 +220,9 @@ class Group:
             self.retire[actor] = final
 
 
-# A floor's encoding never exceeds this many bytes (a 57-character actor id, a 19-digit seq, a
-# 20-character total, punctuation): below MAX_FLOORS_BYTES / this, floors need no measuring.
-_FLOOR_BYTES_BOUND = 103
-
-
 def check_floors(key: str, entry: Entry) -> None:
     """Refuse a reset whose entry every peer would refuse (floors over the sync limit)."""
-    if len(entry.floors) * _FLOOR_BYTES_BOUND <= MAX_FLOORS_BYTES:
+    if len(entry.floors) * FLOOR_BYTES_BOUND <= MAX_FLOORS_BYTES:
         return
     size = floors_bytes(entry.floors)
     if size > MAX_FLOORS_BYTES:
