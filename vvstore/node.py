@@ -80,6 +80,7 @@ class Node:
             backoff_cap=config.backoff_cap,
             round_timeout=config.round_timeout,
             page_bytes=config.page_bytes,
+            progress_timeout=config.peer_read_timeout,
             max_pages=config.round_max_pages,
             notice_delay=config.notice_delay,
             rng=rng,

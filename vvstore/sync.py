@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -370,6 +371,16 @@ class PeerLink:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Set when a notice to this peer is due (its own task sends it).
     notice_due: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The S of this link's round in progress (None: none), and when it began, in rounds.
+    active: VersionVector | None = None
+    ticket: int = 0
+    #: Set (and replaced) each time this link's round applies a page or ends.
+    progress: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def progressed(self) -> None:
+        self.progress.set()
+        self.progress = asyncio.Event()
+
     #: The peer's retirement map as last seen (what our vectors to it are compact against).
     retired: Retirements | None = None
     #: Peer trouble is logged when it starts or changes, then at most once a minute: when and
@@ -419,6 +430,7 @@ class SyncLoop:
         backoff_cap: float,
         round_timeout: float,
         page_bytes: int = MAX_PAGE_BYTES,
+        progress_timeout: float = 2.0,
         max_pages: int,
         notice_delay: float,
         rng: random.Random,
@@ -433,6 +445,8 @@ class SyncLoop:
         self.backoff_cap = backoff_cap
         self.round_timeout = round_timeout
         self.page_bytes = page_bytes
+        self.progress_timeout = progress_timeout
+        self._tickets = itertools.count(1)
         self.max_pages = max_pages
         self.notice_delay = notice_delay
         self._rng = rng
@@ -597,10 +611,20 @@ class SyncLoop:
             )
             await round_.start()
         link.pending = round_  # until it completes or is abandoned: an interruption resumes it
+        # A new round's first page is small: it learns the responder's S cheaply, and if another
+        # round that began first already brings all of S, this one waits for it (below).
         round_.page_bytes = link.page_bytes
+        if round_.result.pages == 0:
+            round_.page_bytes = min(MIN_PAGE_BYTES, link.page_bytes or MIN_PAGE_BYTES)
         try:
             while not await round_.next_page():
+                if link.active is None and round_.result.snapshot is not None:
+                    link.active, link.ticket = round_.result.snapshot, next(self._tickets)
+                    await self._yield_to(link)
                 round_.page_bytes = link.page_bytes
+                link.progressed()
+            link.pending = None
+            return await round_.finish()  # V raised before a waiting round goes on
         except RoundAbandoned:
             link.pending = None
             if resuming:
@@ -608,8 +632,38 @@ class SyncLoop:
                 log.info("%s changed since the round began: starting it again", link.peer.url)
                 return await self._pull(link)
             raise
-        link.pending = None
-        return await round_.finish()
+        finally:
+            link.active = None
+            link.progressed()
+
+    async def _yield_to(self, link: PeerLink) -> None:
+        """Wait while a round with another peer that began first is bringing all of this
+        round's S and keeps making progress: what it brings raises V, and this round's next
+        pages, asked with V as it stands, then skip it. Two rounds fetching the same entries at
+        once is what this avoids; a dead or stalled round is waited for one progress timeout
+        at most, so it delays nobody for longer.
+        """
+        mine = link.active
+        assert mine is not None
+        while True:
+            blocker = next(
+                (
+                    other
+                    for other in self.links
+                    if other is not link
+                    and other.active is not None
+                    and other.ticket < link.ticket
+                    and other.active.descends(mine)
+                ),
+                None,
+            )
+            if blocker is None:
+                return
+            try:
+                async with asyncio.timeout(self.progress_timeout):
+                    await blocker.progress.wait()
+            except TimeoutError:
+                return  # it stalls: go on alone
 
     async def _failed(self, link: PeerLink, exc: BaseException) -> None:
         link.failures += 1

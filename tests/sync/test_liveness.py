@@ -196,3 +196,20 @@ async def test_a_later_page_asks_with_v_as_it_stands_then(cluster: Any) -> None:
         pass
     assert slow.result.entries == 10  # nothing the other round brought
     await slow.finish()
+
+
+async def test_two_rounds_at_once_do_not_both_fetch_what_both_peers_hold(cluster: Any) -> None:
+    """C pulls from A and B at once, and both hold the same 3,000 entries (a heal): the round
+    that began second waits for the first and then fetches almost nothing."""
+    nodes = await cluster(("A", "B", "C"))
+    for start in range(0, 3000, 1000):
+        await nodes["A"].batch([(f"k{i}", 1) for i in range(start, start + 1000)])
+    assert await nodes["B"].sync.round(link(nodes, "B", "A")) is not None
+    results = await asyncio.gather(
+        nodes["C"].sync.round(link(nodes, "C", "A")),
+        nodes["C"].sync.round(link(nodes, "C", "B")),
+    )
+    assert all(r is not None and r.complete for r in results)
+    shipped = sum(r.entries for r in results if r is not None)
+    assert 3000 <= shipped <= 3300, [r.entries for r in results if r is not None]
+    assert (await nodes["C"].store.vector()) == (await nodes["A"].store.vector())
