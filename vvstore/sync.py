@@ -640,8 +640,9 @@ class SyncLoop:
         """Wait while a round with another peer that began first is bringing all of this
         round's S and keeps making progress: what it brings raises V, and this round's next
         pages, asked with V as it stands, then skip it. Two rounds fetching the same entries at
-        once is what this avoids; a dead or stalled round is waited for one progress timeout
-        at most, so it delays nobody for longer.
+        once is what this avoids. The wait goes on only while the other round applies a page
+        at least every quarter of the progress timeout (0.5 s by default): a slow, stalled or
+        dead round delays nobody for longer.
         """
         mine = link.active
         assert mine is not None
@@ -660,10 +661,10 @@ class SyncLoop:
             if blocker is None:
                 return
             try:
-                async with asyncio.timeout(self.progress_timeout):
+                async with asyncio.timeout(self.progress_timeout / 4):
                     await blocker.progress.wait()
             except TimeoutError:
-                return  # it stalls: go on alone
+                return  # it is slow or stalls: go on alone
 
     async def _failed(self, link: PeerLink, exc: BaseException) -> None:
         link.failures += 1
