@@ -3,8 +3,16 @@
 Errors map to statuses in one place, :func:`error_response`; every error body is
 ``{"error": {"code": ..., "message": ...}}``. Keys are decoded from the raw request path by
 :func:`vvstore.codec.decode_key`, so ``/``, ``%``, ``+``, spaces and any Unicode round-trip.
-Bodies are read up to the route's limit and no further. No malformed request, however
-malformed, may produce a 5xx: a 500 here is a bug, logged with its traceback.
+Bodies are read up to the route's limit and no further, and a sync route reads a body only
+once its signature, which covers the body's hash, is verified (at most
+:data:`UNVERIFIED_BODY_LIMIT` bytes before, from a sender that does not announce the hash). No
+malformed request, however malformed, may produce a 5xx: a 500 here is a bug, logged with its
+traceback.
+
+Connections are guarded (:class:`ConnectionGuard`, served by :class:`GuardedSite`): one that
+has not presented a valid credential is closed a few seconds after it opened, whatever it is
+doing (headers sent slowly, a body trickled in, idling), and only so many such connections may
+be open at once.
 
 This module must never touch SQLite or speak to other nodes itself; it only calls the service.
 """
@@ -17,6 +25,7 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -53,8 +62,14 @@ from vvstore.errors import (
 from vvstore.idempotency import normalize_idempotency_key
 from vvstore.metrics import CONTENT_TYPE, Metrics
 from vvstore.retirement import Retirements
-from vvstore.routes import ROUTES
-from vvstore.signing import NODE_HEADER, NONCE_HEADER, ClusterAuth
+from vvstore.routes import HELLO_PATH, ROUTES
+from vvstore.signing import (
+    CONTENT_HASH_HEADER,
+    NODE_HEADER,
+    NONCE_HEADER,
+    ClusterAuth,
+    check_body,
+)
 from vvstore.wire import (
     MAX_SYNC_REQUEST_BYTES,
     Notice,
@@ -72,8 +87,12 @@ from vvstore.wire import (
 __all__ = [
     "BATCH_BODY_LIMIT",
     "COUNTER_BODY_LIMIT",
+    "GUARD",
     "SERVICE",
     "SYNC_BODY_LIMIT",
+    "UNVERIFIED_BODY_LIMIT",
+    "ConnectionGuard",
+    "GuardedSite",
     "NodeService",
     "create_app",
     "error_response",
@@ -87,6 +106,9 @@ COUNTER_BODY_LIMIT = 64 * 1024
 BATCH_BODY_LIMIT = 1024 * 1024
 # Two vectors at their byte limit and an envelope: the wire's bound on what a peer may send.
 SYNC_BODY_LIMIT = MAX_SYNC_REQUEST_BYTES
+#: Most bytes of a sync request's body read before its signature is verified: only from a
+#: sender that does not send X-VV-Content-SHA256 (a release before it); others none.
+UNVERIFIED_BODY_LIMIT = 64 * 1024
 COUNTERS_PREFIX = "/counters/"
 
 
@@ -236,19 +258,23 @@ async def _auth(
     """
     credential = credential_for(request.method, request.path)
     token, cluster = request.app.get(TOKEN), request.app.get(CLUSTER)
+    guard = request.app[GUARD]
     try:
         if credential == "token" and token is not None:
             token.check(request.headers.get(AUTHORIZATION_HEADER))
         if credential != "cluster" or cluster is None:
+            if credential != "none":  # the route's credential, if any, was presented
+                guard.trust(request.transport)
             return await handler(request)
-        body = await _body(request, SYNC_BODY_LIMIT)
-        sender = cluster.verify_request(
-            request.method, request.raw_path, body, request.headers, now=time.time()
-        )
+        body, sender = await _verified_body(request, cluster, guard)
     except VVStoreError as exc:
         if credential == "cluster" and isinstance(exc, Unauthorized):
             _log_refused_peer(request, exc)
-        return error_response(exc)
+        refusal = error_response(exc)
+        if not request.content.is_eof():
+            # Close rather than read (and wait for) the rest of a body we refused unread.
+            refusal.force_close()
+        return refusal
     request[_BODY] = body
     response = await handler(request)
     if isinstance(response, web.Response) and isinstance(response.body, bytes):
@@ -256,6 +282,44 @@ async def _auth(
         signature = cluster.sign_response(nonce, response.status, response.body, sender=sender)
         response.headers.update(signature)
     return response
+
+
+async def _verified_body(
+    request: web.Request, cluster: ClusterAuth, guard: ConnectionGuard
+) -> tuple[bytes, str]:
+    """The body of a sync request and its sender, the signature verified before the body is
+    read (or, from a sender that does not announce the body's hash, after reading at most
+    :data:`UNVERIFIED_BODY_LIMIT` bytes, within the unauthenticated timeout)."""
+    any_recipient = request.path == HELLO_PATH
+    if CONTENT_HASH_HEADER in request.headers:
+        sender, digest = cluster.verify_headers(
+            request.method,
+            request.raw_path,
+            request.headers,
+            now=time.time(),
+            any_recipient=any_recipient,
+        )
+        guard.trust(request.transport)
+        body = await _body(request, SYNC_BODY_LIMIT)
+        check_body(body, digest)
+        return body, sender
+    body = await _body(
+        request,
+        UNVERIFIED_BODY_LIMIT,
+        timeout=guard.timeout,
+        too_large=f"send {CONTENT_HASH_HEADER}: a sync request without it is read only up to"
+        f" {UNVERIFIED_BODY_LIMIT} bytes, before its signature is verified",
+    )
+    sender = cluster.verify_request(
+        request.method,
+        request.raw_path,
+        body,
+        request.headers,
+        now=time.time(),
+        any_recipient=any_recipient,
+    )
+    guard.trust(request.transport)
+    return body, sender
 
 
 @web.middleware
@@ -288,30 +352,36 @@ async def _errors(
         return _json({"error": {"code": code, "message": exc.text or exc.reason}}, exc.status)
 
 
-async def _body(request: web.Request, limit: int) -> bytes:
+async def _body(
+    request: web.Request, limit: int, *, timeout: float | None = None, too_large: str = ""
+) -> bytes:
     """Read the body, refusing (413) as soon as it is known to exceed ``limit`` bytes, and
-    (408) when the client takes longer than the body timeout to send it."""
+    (408) when the client takes longer than ``timeout`` (the body timeout unless given) to
+    send it. ``too_large`` replaces the 413's message."""
     if _BODY in request:
         read: bytes = request[_BODY]
         return read
+    too_large = too_large or f"the body is over the {limit} byte limit of this route"
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
+        raise PayloadTooLarge(too_large)
     if request.content.is_eof():
         # All of it arrived with the headers (a small increment): no timer, no wait.
         whole = request.content.read_nowait(-1)
         if len(whole) > limit:
-            raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
+            raise PayloadTooLarge(too_large)
         return whole
     data = bytearray()
+    if timeout is None:
+        timeout = request.app.get(BODY_TIMEOUT, 10.0)
     try:
-        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, 10.0)):
+        async with asyncio.timeout(timeout):
             while True:
                 chunk = await request.content.read(64 * 1024)
                 if not chunk:
                     return bytes(data)
                 data += chunk
                 if len(data) > limit:
-                    raise PayloadTooLarge(f"the body is over the {limit} byte limit of this route")
+                    raise PayloadTooLarge(too_large)
     except TimeoutError:
         raise RequestTimeout("the request body did not arrive in time") from None
 
@@ -421,6 +491,13 @@ async def sync_retired(request: web.Request) -> web.Response:
     return web.Response(body=encode_retired_page(page), content_type="application/json")
 
 
+async def sync_hello(request: web.Request) -> web.Response:
+    """Who answers here: the node id, in a signed answer when there is a cluster secret."""
+    if await _body(request, SYNC_BODY_LIMIT):
+        raise InvalidRequest("a hello takes no body")
+    return _json({"node": _service(request).node_id})
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = await _service(request).scrape()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
@@ -449,6 +526,7 @@ _HANDLERS: dict[str, _Handler] = {
         sync_pull,
         sync_notice,
         sync_retired,
+        sync_hello,
     )
 }
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -469,10 +547,13 @@ def create_app(
     token: TokenAuth | None = None,
     cluster: ClusterAuth | None = None,
     body_timeout: float = 10.0,
+    unauthenticated_timeout: float = 5.0,
+    unauthenticated_connections: int = 256,
 ) -> web.Application:
     """The aiohttp application for ``service``: every route of :data:`vvstore.routes.ROUTES`.
 
-    Background work is the caller's (node.py).
+    Background work is the caller's (node.py). Served by a :class:`GuardedSite`, connections
+    are guarded with the last two parameters (see :class:`ConnectionGuard`).
 
     :param token: when given, every client route but ``GET /health`` requires it.
     :param cluster: when given, the sync routes require its signature, and sign their replies.
@@ -480,6 +561,7 @@ def create_app(
     app = web.Application(middlewares=[_observe, _auth, _errors], client_max_size=SYNC_BODY_LIMIT)
     app[SERVICE] = service
     app[BODY_TIMEOUT] = body_timeout
+    app[GUARD] = ConnectionGuard(timeout=unauthenticated_timeout, limit=unauthenticated_connections)
     app[_REFUSALS_LOGGED] = {}
     if token is not None:
         app[TOKEN] = token
@@ -494,3 +576,131 @@ def create_app(
             resources[route.path].add_route("HEAD", handler)
         resources[route.path].add_route(route.method, handler)
     return app
+
+
+class ConnectionGuard:
+    """Closes connections that stay unauthenticated, and caps how many may be open at once.
+
+    A connection is *unauthenticated* from the moment it opens until one of its requests
+    presents its route's credential (the token, the cluster signature, or nothing on a client
+    route of a node without a token; ``GET /health`` proves nothing): :meth:`trust`. Until then
+    it is aborted ``timeout`` seconds after it opened, whatever it is doing, which bounds a
+    caller that sends its headers or its body slowly, or idles. A connection that opens while
+    ``limit`` unauthenticated ones are open is aborted at once (:attr:`refused` counts them).
+    Trusted connections are not counted: peers keep theirs open, and a flood of outsiders
+    delays new callers, never them.
+    """
+
+    def __init__(self, *, timeout: float, limit: int) -> None:
+        self.timeout = timeout
+        self.limit = limit
+        #: Connections aborted at once because ``limit`` unauthenticated ones were open.
+        self.refused = 0
+        #: Connections aborted because they stayed unauthenticated for ``timeout`` seconds.
+        self.expired = 0
+        self._pending: weakref.WeakKeyDictionary[asyncio.BaseTransport, asyncio.TimerHandle] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @property
+    def unauthenticated(self) -> int:
+        """Connections open now that have not presented a credential."""
+        return len(self._pending)
+
+    def trust(self, transport: asyncio.BaseTransport | None) -> None:
+        """The connection presented a valid credential: no deadline, not counted."""
+        if transport is not None:
+            timer = self._pending.pop(transport, None)
+            if timer is not None:
+                timer.cancel()
+
+    def protocol_factory(
+        self, make: Callable[[], asyncio.BaseProtocol]
+    ) -> Callable[[], asyncio.Protocol]:
+        """A protocol factory for ``loop.create_server`` that guards the protocols of ``make``."""
+        return lambda: _GuardedProtocol(self, make())
+
+    def _opened(self, transport: asyncio.BaseTransport) -> bool:
+        if len(self._pending) >= self.limit:
+            self.refused += 1
+            _abort(transport)
+            return False
+        loop = asyncio.get_running_loop()
+        self._pending[transport] = loop.call_later(self.timeout, self._expire, transport)
+        return True
+
+    def _expire(self, transport: asyncio.BaseTransport) -> None:
+        if self._pending.pop(transport, None) is not None:
+            self.expired += 1
+            _abort(transport)
+
+    def _closed(self, transport: asyncio.BaseTransport) -> None:
+        self.trust(transport)
+
+
+GUARD = web.AppKey("guard", ConnectionGuard)
+
+
+def _abort(transport: asyncio.BaseTransport) -> None:
+    """Close at once, dropping what is unsent (every stream transport has abort())."""
+    abort = getattr(transport, "abort", None)
+    (abort or transport.close)()
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind :class:`ConnectionGuard`'s checks."""
+
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.BaseProtocol) -> None:
+        self._guard = guard
+        self._inner = inner
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._guard._opened(transport):
+            self._transport = transport
+            self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)  # type: ignore[attr-defined]
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()  # type: ignore[attr-defined,no-any-return]
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:  # else refused: aiohttp never saw it
+            self._guard._closed(self._transport)
+            self._inner.connection_lost(exc)
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP site (``web.TCPSite`` but for the guard) whose connections go through the
+    :class:`ConnectionGuard` of the runner's app (an app of :func:`create_app`)."""
+
+    __slots__ = ("_host", "_port")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        super().__init__(runner)
+        self._host, self._port = host, port
+
+    @property
+    def name(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None and isinstance(self._runner, web.AppRunner)
+        guard = self._runner.app[GUARD]
+        self._server = await asyncio.get_running_loop().create_server(
+            guard.protocol_factory(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=True,
+        )

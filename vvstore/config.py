@@ -62,6 +62,7 @@ __all__ = [
     "file_layer",
     "is_loopback_host",
     "missing_required",
+    "parse_peer",
     "resolve",
 ]
 
@@ -232,11 +233,42 @@ def _not_empty(name: str, value: Any) -> str | None:
     return None if value else f"{name} must not be empty"
 
 
-def _peer_urls(name: str, urls: Any) -> str | None:
-    for url in urls:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            return f"peer URL must look like http://host:port, got {url!r}"
+def parse_peer(spec: str) -> tuple[str | None, str]:
+    """``(node id expected there or None, base URL)`` of a ``--peer`` value.
+
+    ``b=http://host:port`` names the node expected at the URL; a bare ``http://host:port``
+    leaves its name to be learned. The name is everything before the first ``=`` when that
+    comes before the URL's ``://`` (a URL's query may hold ``=``, its scheme may not).
+
+    :raises ConfigError: when the name is not a node id or the URL not ``http(s)://host[:port]``.
+    """
+    name: str | None = None
+    head, sep, rest = spec.partition("=")
+    if sep and "://" not in head:
+        name, spec = head, rest
+        if not NODE_ID_RE.fullmatch(name):
+            raise ConfigError(
+                f"peer name must be a node id, [A-Za-z0-9_-]{{1,40}}, got {name!r} in {head}={rest}"
+            )
+    parts = urlsplit(spec)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"peer URL must look like http://host:port, got {spec!r}")
+    return name, spec.rstrip("/")
+
+
+def _peer_urls(name: str, specs: Any) -> str | None:
+    urls: dict[str, str | None] = {}
+    for spec in specs:
+        try:
+            node, url = parse_peer(spec)
+        except ConfigError as exc:
+            return exc.message
+        if url in urls:
+            return f"peer {url} is given twice"
+        urls[url] = node
+    named = [node for node in urls.values() if node is not None]
+    if len(named) != len(set(named)):
+        return f"a peer name is given to two URLs: {sorted(named)}"
     return None
 
 
@@ -274,13 +306,14 @@ class NodeConfig:
         help="full: survives power loss; normal: survives a process crash, not a power loss",
         group=NODE,
     )
-    # Empty: a single node.
+    # Empty: a single node. Naming the node (b=http://...) makes a stale address or another
+    # member answering there a refusal, not a silent change of peer (docs/security.md).
     peers: tuple[str, ...] = setting(
         (),
-        help="base URL of another node, http://host:port (repeatable)",
+        help="another node: [NODE=]http://host:port, NODE the node id expected there (repeatable)",
         group=SYNC,
         flag="--peer",
-        metavar="URL",
+        metavar="[NODE=]URL",
         check=_peer_urls,
     )
     # Jittered by +-20%. A notice of a peer's write can start a round sooner.
@@ -481,6 +514,27 @@ class NodeConfig:
         unit="seconds",
         positive=True,
     )
+    # Until a connection presents a valid credential (the token, the cluster signature, or a
+    # request on an open client route), it is closed this long after it opened, whatever it is
+    # doing: sending headers slowly, trickling a body, or idling. Longer tolerates slower
+    # honest clients on a bad link; shorter frees a flooded node sooner.
+    unauthenticated_timeout: float = setting(
+        5.0,
+        help="seconds a connection may stay open before it presents a valid credential",
+        group=SECURITY,
+        unit="seconds",
+        positive=True,
+    )
+    # Beyond it a new connection is closed at once; connections already authenticated (peers
+    # keep theirs open) are not counted, so a flood delays new callers, never members.
+    unauthenticated_connections: int = setting(
+        256,
+        help="most connections open at once that have not yet presented a valid credential",
+        group=SECURITY,
+        unit="connections",
+        low=1,
+        high=1_000_000,
+    )
     # The process settings below are read by the command line, not the node; they are rows of
     # the table so that every source reaches them alike. uvloop is an extra (vvstore[speed]);
     # asyncio is always there. Whether it is installed is checked when the loop is made.
@@ -516,7 +570,7 @@ class NodeConfig:
             if getattr(self, previous) is not None and getattr(self, current) is None:
                 raise ConfigError(f"{previous} needs a {current}: it is accepted alongside it")
         if self.cluster_secret is None and not all(
-            is_loopback_host(urlsplit(url).hostname or "") for url in self.peers
+            is_loopback_host(urlsplit(parse_peer(spec)[1]).hostname or "") for spec in self.peers
         ):
             raise ConfigError(
                 "peers on non-loopback addresses need a cluster secret (--cluster-secret-file):"

@@ -32,7 +32,8 @@ have been applied, and only a retry with the same idempotency key is safe.
     │   └── NodeIdMismatch         the data directory belongs to another node id
     ├── PeerError                  a call to another node failed (indefinite)
     │   ├── PeerUnreachable        connection refused or reset
-    │   └── PeerTimeout            no answer within the call timeout
+    │   ├── PeerTimeout            no answer within the call timeout
+    │   └── PeerMismatch           another node answers at the peer's address
     └── RoundAbandoned             a pull round stopped at its page budget (indefinite)
 
 This module is part of the pure core: standard library only, no I/O.
@@ -56,6 +57,7 @@ __all__ = [
     "Overflow",
     "PayloadTooLarge",
     "PeerError",
+    "PeerMismatch",
     "PeerTimeout",
     "PeerUnreachable",
     "RequestError",
@@ -244,6 +246,13 @@ class PeerTimeout(PeerError):
     """The other node did not answer within the call timeout."""
 
     code = "peer_timeout"
+
+
+class PeerMismatch(PeerError):
+    """Raised when the node that proves its identity at a peer's address is not the node named
+    for it (``--peer b=http://...``): a moved or reused address. Nothing was sent to it."""
+
+    code = "peer_mismatch"
 
 
 class RoundAbandoned(VVStoreError):

@@ -23,11 +23,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from vvstore.api import SERVICE, create_app
+from vvstore.api import SERVICE, GuardedSite, create_app
 from vvstore.auth import TokenAuth
 from vvstore.clock import VersionVector
 from vvstore.codec import Outcome, Write
-from vvstore.config import NodeConfig, is_loopback_host
+from vvstore.config import NodeConfig, is_loopback_host, parse_peer
 from vvstore.counter import CounterState
 from vvstore.errors import VVStoreError
 from vvstore.metrics import Metrics, PeerState, Snapshot
@@ -201,7 +201,7 @@ class Node:
                 "retired": len(retired),
                 "retired_digest": retired.digest,
             },
-            "peers": [link.to_dict() for link in self.sync.links],
+            "peers": [{**link.to_dict(), **_identity(link.peer)} for link in self.sync.links],
             "clock_skew": dict(self.cluster.skews) if self.cluster is not None else {},
             "peer_secrets": dict(self.cluster.peer_secrets) if self.cluster is not None else {},
             "previous_token_uses": self.token.previous_uses if self.token is not None else 0,
@@ -277,6 +277,14 @@ class Node:
         return ours
 
 
+def _identity(peer: Peer) -> dict[str, str | None]:
+    """The /status fields of a peer's identity: the node named for it, and why the node that
+    answers there is refused (both None for a peer that is not an HttpPeer)."""
+    if not isinstance(peer, HttpPeer):
+        return {"expected_node": None, "identity_error": None}
+    return {"expected_node": peer.expected_node, "identity_error": peer.identity_error}
+
+
 def _known(link: PeerLink) -> VersionVector:
     """What the peer is known to hold: its S of the last complete round, merged with the
     vectors of its notices since."""
@@ -307,7 +315,12 @@ def node_app(config: NodeConfig) -> web.Application:
             previous=previous.encode() if previous is not None else None,
         )
     app = create_app(
-        _LazyService(holder), token=token, cluster=cluster, body_timeout=config.body_timeout
+        _LazyService(holder),
+        token=token,
+        cluster=cluster,
+        body_timeout=config.body_timeout,
+        unauthenticated_timeout=config.unauthenticated_timeout,
+        unauthenticated_connections=config.unauthenticated_connections,
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -319,8 +332,9 @@ def node_app(config: NodeConfig) -> web.Application:
                     connect_timeout=config.peer_connect_timeout,
                     read_timeout=config.peer_read_timeout,
                     cluster=cluster,
+                    expected_node=name,
                 )
-                for url in config.peers
+                for name, url in map(parse_peer, config.peers)
             ]
             node = await Node.open(config, peers=peers, cluster=cluster, token=token)
             holder["node"] = node
@@ -366,10 +380,17 @@ def tune_gc() -> None:
 async def serve(config: NodeConfig, *, ready: Callable[[str], None] | None = None) -> int:
     """Run a node until SIGTERM or SIGINT; drain, commit and return 0."""
     app = node_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # A body refused unread is read and dropped (so that the caller can read the refusal) for
+    # at most the unauthenticated timeout, not aiohttp's 10 s.
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        lingering_time=config.unauthenticated_timeout,
+    )
     await runner.setup()
     tune_gc()
-    site = web.TCPSite(runner, config.host, config.port)
+    site = GuardedSite(runner, config.host, config.port)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else config.port
     status = await app[SERVICE].status()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal
 
-__all__ = ["ROUTES", "Credential", "Route", "route_for"]
+__all__ = ["HELLO_PATH", "ROUTES", "Credential", "Route", "route_for"]
 
 #: What a route asks of the caller: nothing, the clients' bearer token, or the cluster's HMAC.
 Credential = Literal["none", "token", "cluster"]
@@ -43,6 +43,9 @@ class Route:
     handler: str
 
 
+#: Where a node asks who answers at a peer's address (:mod:`vvstore.signing`, "Identity").
+HELLO_PATH: Final = "/sync/hello"
+
 #: Every route the API serves: the client routes, then the node-to-node ones.
 ROUTES: Final[tuple[Route, ...]] = (
     Route("GET", "/health", "none", "health"),
@@ -57,6 +60,7 @@ ROUTES: Final[tuple[Route, ...]] = (
     Route("POST", "/sync/pull", "cluster", "sync_pull"),
     Route("POST", "/sync/notice", "cluster", "sync_notice"),
     Route("POST", "/sync/retired", "cluster", "sync_retired"),
+    Route("POST", HELLO_PATH, "cluster", "sync_hello"),
 )
 
 _BY_METHOD_AND_PATH: Final[Mapping[tuple[str, str], Route]] = MappingProxyType(

@@ -14,7 +14,8 @@ encoding is unambiguous)::
     node-b                               the recipient's node id (never sent: the recipient
                                          verifies with its own, so a request made for B is
                                          refused by C)
-    e3b0c442...                          hex SHA-256 of the body bytes
+    e3b0c442...                          hex SHA-256 of the body bytes, also sent in
+                                         X-VV-Content-SHA256 (see "Verify before reading")
 
 The path is normalised as RFC 3986 section 6.2.2 says (percent-escapes in upper case,
 escapes of unreserved characters decoded, everything else escaped), so ``%2F`` and ``/``
@@ -29,6 +30,19 @@ request's nonce, the status code and the hex SHA-256 of the response body, in
 to requests that passed :meth:`ClusterAuth.verify_request`: a refusal goes out unsigned, so
 an outsider cannot use a node as a signing oracle, and the requester reports it as
 :class:`~vvstore.errors.Unauthorized` without trusting its body.
+
+Verify before reading: the sender also sends the body's hash in ``X-VV-Content-SHA256``, so
+the recipient checks the signature from the headers alone (:meth:`ClusterAuth.verify_headers`)
+before it reads a byte of the body, then reads the body and checks it has that hash
+(:func:`check_body`). An outsider is refused before the body costs anything. A request
+without the header (from a release before it) is verified the old way, on a body read first,
+which the API allows only up to a small limit.
+
+Identity: a node that does not yet know who answers at a peer's address asks with a *hello*
+(``POST /sync/hello``), the one request signed for :data:`ANY_RECIPIENT` instead of a node
+id; the signed answer names the responder. Every other request is signed for the node id
+expected at the address and its answer is checked to be signed by that node, so every sync
+call proves who answered; a hello only finds out whom to ask.
 
 What this protects against, for someone on the network who does not hold the secrets: calling
 client routes; forging, altering or redirecting a sync request (method, path, query, body,
@@ -74,6 +88,8 @@ from vvstore.auth import check_secret_length
 from vvstore.errors import ConfigError, Unauthorized
 
 __all__ = [
+    "ANY_RECIPIENT",
+    "CONTENT_HASH_HEADER",
     "NODE_HEADER",
     "NONCE_HEADER",
     "REQUEST_SCHEME",
@@ -82,6 +98,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "ClusterAuth",
+    "check_body",
 ]
 
 #: The sender's node id on a sync request; the responder's node id on its response.
@@ -92,6 +109,10 @@ TIMESTAMP_HEADER: Final = "X-VV-Timestamp"
 NONCE_HEADER: Final = "X-VV-Nonce"
 #: Hex HMAC-SHA256 of the canonical request.
 SIGNATURE_HEADER: Final = "X-VV-Signature"
+#: Hex SHA-256 of the request body (lower case): what the signature covers, sent ahead of it.
+CONTENT_HASH_HEADER: Final = "X-VV-Content-SHA256"
+#: The recipient of a hello: any node (not a node id, which never holds ``*``).
+ANY_RECIPIENT: Final = "*"
 #: Hex HMAC-SHA256 of the canonical response.
 RESPONSE_SIGNATURE_HEADER: Final = "X-VV-Response-Signature"
 #: First line of every signed request; a new format gets a new tag.
@@ -107,6 +128,7 @@ _NONCE_RE: Final = re.compile(r"[0-9a-f]{16,64}")
 # Canonical decimal, no sign, no leading zero; 15 digits reach beyond the year 30000.
 _TIMESTAMP_RE: Final = re.compile(r"0|[1-9][0-9]{0,14}")
 _SIGNATURE_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
+_DIGEST_RE: Final = re.compile(r"[0-9a-f]{64}")
 _METHOD_RE: Final = re.compile(r"[A-Za-z]{1,16}")
 _HEX_DIGITS: Final = frozenset(b"0123456789abcdefABCDEF")
 _UNRESERVED: Final = frozenset(
@@ -262,6 +284,7 @@ class ClusterAuth:
         wall clock in seconds; ``nonce`` 16 to 64 lower-case hex digits never used before
         (``secrets.token_hex(16)``). Keep the nonce: the response is signed over it.
         ``previous`` signs with the previous secret, for a recipient that refused the current one.
+        ``recipient`` is :data:`ANY_RECIPIENT` for a hello only.
 
         :raises ValueError: when an argument is malformed, ``recipient`` is this node, or
             ``previous`` is asked for without a previous secret.
@@ -282,18 +305,27 @@ class ClusterAuth:
         if target is None:
             raise ValueError(f"path must start with '/' and be short, got {path_qs!r:.80}")
         timestamp = str(math.floor(now * 1000))
+        digest = _sha256(body)
         message = _request_message(
-            method.upper(), target, timestamp, nonce, self._node_id, recipient, body
+            method.upper(), target, timestamp, nonce, self._node_id, recipient, digest
         )
         return {
             NODE_HEADER: self._node_id,
             TIMESTAMP_HEADER: timestamp,
             NONCE_HEADER: nonce,
+            CONTENT_HASH_HEADER: digest,
             SIGNATURE_HEADER: self._mac(message, previous=previous).hex(),
         }
 
     def verify_request(
-        self, method: str, path_qs: str, body: bytes, headers: Mapping[str, str], *, now: float
+        self,
+        method: str,
+        path_qs: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        now: float,
+        any_recipient: bool = False,
     ) -> str:
         """Accept a sync request made to this node and return its sender's node id.
 
@@ -302,11 +334,55 @@ class ClusterAuth:
         case), ``now`` the wall clock in seconds. Checks, in order: every header present and
         well-formed; the timestamp within ``window`` of ``now``; the signature (constant time),
         with the current secret, then the previous one if there is one; the nonce not seen
-        before. The nonce is remembered only once the signature is valid.
+        before. The nonce is remembered only once the signature is valid. An
+        ``X-VV-Content-SHA256`` header is ignored: the hash of ``body`` is computed here.
+        ``any_recipient``: see :meth:`verify_headers`.
 
         :raises Unauthorized: with code ``missing_auth_header``, ``malformed_auth_header``,
             ``clock_skew``, ``bad_signature`` or ``replayed_nonce``.
         """
+        return self._verify(
+            method, path_qs, _sha256(body), headers, now=now, any_recipient=any_recipient
+        )
+
+    def verify_headers(
+        self,
+        method: str,
+        path_qs: str,
+        headers: Mapping[str, str],
+        *,
+        now: float,
+        any_recipient: bool = False,
+    ) -> tuple[str, str]:
+        """Accept a sync request from its headers alone: ``(sender, body hash)``.
+
+        The signature covers the body's hash that ``X-VV-Content-SHA256`` announces; the
+        caller then reads the body and refuses it unless :func:`check_body` accepts it.
+        Otherwise as :meth:`verify_request`; ``any_recipient`` (for a hello, and only that)
+        accepts a request signed for :data:`ANY_RECIPIENT` as well as one signed for this node.
+
+        :raises Unauthorized: as :meth:`verify_request`, ``missing_auth_header`` and
+            ``malformed_auth_header`` for the hash header too.
+        """
+        digest = _required(headers, CONTENT_HASH_HEADER)
+        if not _DIGEST_RE.fullmatch(digest):
+            raise _malformed(CONTENT_HASH_HEADER, "64 lower-case hex digits")
+        sender = self._verify(
+            method, path_qs, digest, headers, now=now, any_recipient=any_recipient
+        )
+        return sender, digest
+
+    def _verify(
+        self,
+        method: str,
+        path_qs: str,
+        digest: str,
+        headers: Mapping[str, str],
+        *,
+        now: float,
+        any_recipient: bool,
+    ) -> str:
+        """The checks of :meth:`verify_request`, over the body's hash ``digest``."""
         if isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now):
             raise ValueError(f"now must be a finite number of seconds, got {now!r:.80}")
         sender = _required(headers, NODE_HEADER)
@@ -333,16 +409,23 @@ class ClusterAuth:
             )
 
         message = _request_message(
-            method.upper(), target, timestamp, nonce, sender, self._node_id, body
+            method.upper(), target, timestamp, nonce, sender, self._node_id, digest
         )
         # The MAC is computed before the window is checked, though a stale request is refused
         # as stale whatever its signature: only a correctly signed one may record its skew.
         presented = bytes.fromhex(signature)
-        signed = hmac.compare_digest(self._mac(message), presented)
+        messages = [message]
+        if any_recipient:
+            messages.append(
+                _request_message(
+                    method.upper(), target, timestamp, nonce, sender, ANY_RECIPIENT, digest
+                )
+            )
+        signed = any(hmac.compare_digest(self._mac(m), presented) for m in messages)
         by_previous = (
             not signed
             and self._previous is not None
-            and hmac.compare_digest(self._mac(message, previous=True), presented)
+            and any(hmac.compare_digest(self._mac(m, previous=True), presented) for m in messages)
         )
         signed = signed or by_previous
         sent_at = int(timestamp) / 1000
@@ -401,8 +484,9 @@ class ClusterAuth:
         *,
         expected_node: str | None,
         previous: bool = False,
-    ) -> None:
-        """Accept the response to the request this node signed with ``request_nonce``.
+    ) -> str:
+        """Accept the response to the request this node signed with ``request_nonce``; return
+        the node id of the responder.
 
         Call it before parsing ``body``. ``expected_node``, when given, is the node id the
         response must come from; ``previous`` is the ``previous`` the request was signed with.
@@ -439,6 +523,7 @@ class ClusterAuth:
         message = _response_message(responder, request_nonce, status, body)
         if not hmac.compare_digest(self._mac(message, previous=previous), bytes.fromhex(signature)):
             raise Unauthorized("tampered or unsigned response", code="tampered_response")
+        return responder
 
     # --- internals ------------------------------------------------------------------------
 
@@ -499,9 +584,9 @@ def _request_message(
     nonce: str,
     sender: str,
     recipient: str,
-    body: bytes,
+    digest: str,
 ) -> bytes:
-    fields = (REQUEST_SCHEME, method, target, timestamp, nonce, sender, recipient, _sha256(body))
+    fields = (REQUEST_SCHEME, method, target, timestamp, nonce, sender, recipient, digest)
     return "\n".join(fields).encode("ascii")
 
 
@@ -512,6 +597,21 @@ def _response_message(responder: str, nonce: str, status: int, body: bytes) -> b
 
 def _sha256(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
+
+
+def check_body(body: bytes, digest: str) -> None:
+    """Refuse a body read after :meth:`ClusterAuth.verify_headers` unless it has the hash
+    ``digest`` that the verified signature covers.
+
+    :raises Unauthorized: ``bad_signature``: the body was altered on the way, or is not the
+        one signed.
+    """
+    if not hmac.compare_digest(_sha256(body), digest):
+        raise Unauthorized(
+            f"bad signature: the body is not the one signed (its SHA-256 is not the"
+            f" {CONTENT_HASH_HEADER} header's)",
+            code="bad_signature",
+        )
 
 
 def _canonical_target(path_qs: str) -> str | None:

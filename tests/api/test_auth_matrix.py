@@ -24,7 +24,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from vvstore.api import create_app
+import vvstore.node as node_module
+from vvstore.api import GuardedSite, create_app
 from vvstore.auth import TokenAuth
 from vvstore.clock import VersionVector
 from vvstore.config import NodeConfig, is_loopback_host
@@ -74,7 +75,7 @@ CLIENT_CALLS: list[tuple[str, str, str, bytes | None]] = [
     ("DELETE", "/counters/k", "/counters/{key}", None),
     ("POST", "/batch", "/batch", b'{"increments": [{"key": "k", "amount": 3}]}'),
 ]
-SYNC_PATHS = ["/sync/pull", "/sync/notice", "/sync/retired"]
+SYNC_PATHS = ["/sync/pull", "/sync/notice", "/sync/retired", "/sync/hello"]
 
 
 def pull_body() -> bytes:
@@ -93,6 +94,7 @@ SYNC_BODIES: dict[str, Callable[[], bytes]] = {
     "/sync/pull": pull_body,
     "/sync/notice": notice_body,
     "/sync/retired": retired_body,
+    "/sync/hello": bytes,  # a hello has no body
 }
 
 
@@ -315,6 +317,8 @@ async def test_a_signed_sync_request_is_accepted_and_its_response_signed(
 
 
 def _tamper_body(headers: dict[str, str], body: bytes) -> tuple[dict[str, str], bytes]:
+    if not body:  # a hello
+        return headers, b" "
     assert body.startswith(b"{")
     return headers, b"{ " + body[1:]  # the same JSON, other bytes
 
@@ -578,16 +582,14 @@ async def test_serve_warns_when_listening_beyond_loopback_without_a_token(
 ) -> None:
     """The node is told to listen on ``host``; the socket is bound to 127.0.0.1 regardless
     (tests only listen on loopback), so what is checked is serve's decision to warn."""
-    real_site = web.TCPSite
+    real_site = node_module.GuardedSite
     bound: list[str | None] = []
 
-    def loopback_site(
-        runner: web.BaseRunner, host: str | None = None, port: int | None = None
-    ) -> web.TCPSite:
+    def loopback_site(runner: web.AppRunner, host: str, port: int) -> GuardedSite:
         bound.append(host)
         return real_site(runner, "127.0.0.1", port)
 
-    monkeypatch.setattr(web, "TCPSite", loopback_site)  # what vvstore.node.serve calls
+    monkeypatch.setattr(node_module, "GuardedSite", loopback_site)  # what serve calls
     ready = asyncio.Event()
     caplog.set_level(logging.INFO, logger="vvstore")
     task = asyncio.create_task(

@@ -76,7 +76,7 @@ SPEC_FILE = ROOT / "vvstore" / "openapi.yaml"
 DOCS_SPEC = ROOT / "docs" / "openapi.yaml"
 TOKEN = "openapi-test-token-0123456789abcdef0123"
 CLUSTER_SECRET = "openapi-test-cluster-secret-0123456789abcdef"
-INTERNAL = ("/sync/pull", "/sync/notice", "/sync/retired")
+INTERNAL = ("/sync/pull", "/sync/notice", "/sync/retired", "/sync/hello")
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 SEED = 20240531

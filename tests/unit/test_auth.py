@@ -24,6 +24,7 @@ from vvstore.auth import (
 )
 from vvstore.errors import ConfigError, Unauthorized
 from vvstore.signing import (
+    CONTENT_HASH_HEADER,
     NODE_HEADER,
     NONCE_HEADER,
     RESPONSE_SIGNATURE_HEADER,
@@ -192,7 +193,13 @@ def signed(
 def test_a_signed_request_is_accepted_and_names_its_sender() -> None:
     a, b = nodes()
     headers = signed(a)
-    assert set(headers) == {NODE_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER}
+    assert set(headers) == {
+        NODE_HEADER,
+        TIMESTAMP_HEADER,
+        NONCE_HEADER,
+        CONTENT_HASH_HEADER,
+        SIGNATURE_HEADER,
+    }
     assert headers[NODE_HEADER] == "node-a"
     assert headers[TIMESTAMP_HEADER] == "1700000000000"
     assert headers[NONCE_HEADER] == NONCE
@@ -684,6 +691,7 @@ def test_the_route_table_lists_every_route_of_the_api() -> None:
         ("POST", "/sync/pull"): "cluster",
         ("POST", "/sync/notice"): "cluster",
         ("POST", "/sync/retired"): "cluster",
+        ("POST", "/sync/hello"): "cluster",
     }
 
 
