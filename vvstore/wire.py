@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -513,12 +514,14 @@ def encode_record(record: Record) -> list[Any]:
 
 
 def _hex(value: object, size: int, what: str) -> bytes:
-    if not isinstance(value, str) or len(value) != 2 * size:
+    # Not bytes.fromhex alone: it skips whitespace, so "30 digits and 2 spaces" would decode
+    # to one byte fewer than the field holds.
+    if not isinstance(value, str) or len(value) != 2 * size or not _HEX_RE.fullmatch(value):
         raise MalformedPayload(f"{what} must be {2 * size} hex digits")
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        raise MalformedPayload(f"{what} must be {2 * size} hex digits") from None
+    return bytes.fromhex(value)
+
+
+_HEX_RE = re.compile(r"[0-9a-fA-F]*")
 
 
 def _record(value: object, i: int) -> Record:
