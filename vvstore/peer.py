@@ -230,14 +230,26 @@ class HttpPeer:
                     raise _NoHello
                 responder = None
                 if self._cluster is not None:  # authenticate before parsing anything
-                    responder = self._cluster.verify_response(
-                        headers[NONCE_HEADER],
-                        response.status,
-                        bytes(data),
-                        response.headers,
-                        expected_node=None if hello else recipient,
-                        previous=previous,
-                    )
+                    try:
+                        responder = self._cluster.verify_response(
+                            headers[NONCE_HEADER],
+                            response.status,
+                            bytes(data),
+                            response.headers,
+                            expected_node=None if hello else recipient,
+                            previous=previous,
+                        )
+                    except Unauthorized as exc:
+                        # An unsigned refusal of our signature: say what it most likely means
+                        # (the body is unauthenticated, so it is a hint, not a proof).
+                        refused = response.status == 401 and _error_code(data) == "bad_signature"
+                        if exc.code != "unsigned_response" or not refused:
+                            raise
+                        raise Unauthorized(
+                            f"{self.url}{path} refused our signature (HTTP 401 bad_signature,"
+                            " unsigned): the cluster secrets differ",
+                            code=exc.code,
+                        ) from None
                 if response.status != 200:
                     if _error_code(data) == UnsupportedVersion.code:
                         raise UnsupportedVersion(f"{self.url}{path}: {_error_message(data)}")

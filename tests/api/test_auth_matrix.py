@@ -635,3 +635,27 @@ async def test_the_refusing_node_logs_why_once_a_minute_per_sender_and_reason(
     assert len(lines) == 2, lines
     assert f"claims to be node {PEER!r}" in lines[0] and "bad_signature" in lines[0]
     assert "missing_auth_header" in lines[1]
+
+
+async def test_a_peer_with_another_cluster_secret_is_told_the_secrets_differ(
+    aiohttp_server: AiohttpServer, secured: Node, make_config: Callable[..., NodeConfig]
+) -> None:
+    """The requester's error names the cause, not only "tampered or unsigned response"."""
+    server = await aiohttp_server(
+        create_app(secured, token=TokenAuth(TOKEN.encode()), cluster=secured.cluster)
+    )
+    async with aiohttp.ClientSession() as session:
+        peer = HttpPeer(
+            str(server.make_url("")),
+            session,
+            connect_timeout=5,
+            read_timeout=5,
+            cluster=ClusterAuth(b"another-cluster-secret-0123456789abcdef", PEER),
+        )
+        puller = await Node.open(make_config(PEER), rng=random.Random(2))
+        try:
+            with pytest.raises(Unauthorized, match="the cluster secrets differ") as info:
+                await pull_once(puller.store, peer, max_pages=4)
+        finally:
+            await puller.close()
+    assert info.value.code == "unsigned_response"
