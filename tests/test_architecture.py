@@ -386,3 +386,12 @@ def test_only_the_metrics_module_imports_prometheus_client() -> None:
 def test_the_metrics_module_does_no_io() -> None:
     for module in METRICS_MODULES:
         assert imports_top(module, package_modules()[module], METRICS_FORBIDDEN) == []
+
+
+def test_no_two_test_files_share_a_basename() -> None:
+    """pytest imports test modules by basename (rootdir-relative packages are not used), so a
+    second file of the same name stops the whole run at collection."""
+    seen: dict[str, Path] = {}
+    for path in sorted(Path(__file__).resolve().parent.rglob("test_*.py")):
+        assert path.name not in seen, f"{path} and {seen[path.name]} share a basename"
+        seen[path.name] = path
