@@ -915,6 +915,8 @@ class Store:
             self._pending_vector.clear()
             self._pending_retire.clear()
             self._publish(group)
+        elif group.may_publish:  # nothing was due: none of them needs a set now
+            self._pending_sets.clear()
         for op, result in results:
             if not op.future.done():
                 op.future.set_result(result)
