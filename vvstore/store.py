@@ -1247,12 +1247,18 @@ class Store:
         while actor is not None:
             bound = max(after, request.vector.get(actor))
             room = page.room + 1
-            streams = await asyncio.gather(  # in _Kind's order
-                self._entries_after(actor, bound, room),
-                self._query(_RECORDS_AFTER, (actor, bound, room)),
-                self._query(_MARKS_AFTER, (actor, bound, room)),
-                self._query(_SETS_AFTER, (actor, bound, room)),
-            )
+            # Entries first, then the other streams (in _Kind's order): a requester raises its V
+            # for our actor to the highest entry seq it received, which is sound only if every
+            # record, mark and set at or below it was committed before this page read them.
+            entries = await self._entries_after(actor, bound, room)
+            streams = [
+                entries,
+                *await asyncio.gather(
+                    self._query(_RECORDS_AFTER, (actor, bound, room)),
+                    self._query(_MARKS_AFTER, (actor, bound, room)),
+                    self._query(_SETS_AFTER, (actor, bound, room)),
+                ),
+            ]
             # A stream that filled its LIMIT may hold more beyond its last seq: stop there.
             cutoff = min((rows[-1][0] for rows in streams if len(rows) == room), default=None)
             by_seq: dict[int, list[tuple[_Kind, Any]]] = {}

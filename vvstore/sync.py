@@ -282,11 +282,11 @@ class PullRound:
         if page.next is not None and self._cursor is not None and page.next <= self._cursor:
             raise MalformedPayload("the responder's cursor did not advance")
         if page.entries or page.records or page.marks or page.duplicates:
+            # Entries only: the responder reads a page's entries before its other streams, so
+            # every item at or below an entry's seq was committed before that read and is on
+            # this page or a later one; a record seen without its entry proves nothing.
             own = page.actor
             seqs = [e.seq for _, e in page.entries if e.actor == own]
-            seqs += [r.seq for r in page.records if r.actor == own]
-            seqs += [by[1] for by, _ in page.marks if by[0] == own]
-            seqs += [d.seq for d in page.duplicates if d.actor == own]
             self._own_max = max([self._own_max, *seqs])
             outcome = await self.replica.apply(
                 page.entries, page.records, page.marks, page.duplicates
@@ -301,10 +301,11 @@ class PullRound:
     async def finish(self) -> RoundResult:
         """Raise V to max(V, S), queued after every page's rows (so committed no earlier).
 
-        For the responder's own actor r, V goes further, to the highest seq of r the round
-        received: the responder writes r's items itself, each at a seq above all it wrote
-        before, and the round read r's stream in seq order to its end, so every item of r up
-        to that seq (or a newer version of it) was on some page. Entries written during a long
+        For the responder's own actor r, V goes further, to the highest seq of an entry of r
+        the round received: the responder writes r's items itself, each at a seq above all it
+        wrote before, and the round read r's stream in seq order to its end, entries first on
+        each page, so every item of r up to that seq (or a newer version of it) was on some
+        page. Entries written during a long
         round are therefore not shipped again by the next one. For other actors the responder
         may hold a later seq without an earlier one (it is itself mid-round), so S it is.
         """

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from vvstore.codec import Write
 from vvstore.config import NodeConfig
 from vvstore.errors import PeerTimeout, PeerUnreachable
 from vvstore.harness.testing import MemoryPeer, Network, open_memory_node
@@ -213,3 +214,33 @@ async def test_two_rounds_at_once_do_not_both_fetch_what_both_peers_hold(cluster
     shipped = sum(r.entries for r in results if r is not None)
     assert 3000 <= shipped <= 3300, [r.entries for r in results if r is not None]
     assert (await nodes["C"].store.vector()) == (await nodes["A"].store.vector())
+
+
+async def test_a_write_committed_between_two_streams_of_a_page_is_not_skipped(
+    cluster: Any,
+) -> None:
+    """The responder commits an increment with an idempotency key after a page read its
+    entries and before it read its records: the page carries the record, not the entry. V must
+    not be raised past that entry (it was, when the highest seq of the responder's actor was
+    taken from any stream, and the entry was never fetched: a divergence for good)."""
+    nodes = await cluster()
+    await nodes["A"].increment("before", 1)
+    store = nodes["A"].store
+    original = store._query
+    armed = True
+
+    async def query(sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        nonlocal armed
+        if armed and "FROM records" in sql:
+            armed = False
+            await nodes["A"].write([Write("late", 1, "K-late")])  # commits now
+        return await original(sql, params)
+
+    store._query = query  # type: ignore[method-assign]
+    result = await nodes["B"].sync.round(link(nodes, "B", "A"))
+    assert result is not None and result.complete and not armed
+    store._query = original  # type: ignore[method-assign]
+    again = await nodes["B"].sync.round(link(nodes, "B", "A"))
+    assert again is not None and again.complete
+    assert (await nodes["B"].read("late")).value() == 1
+    assert (await nodes["B"].store.vector()) == (await store.vector())
