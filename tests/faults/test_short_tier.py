@@ -2,10 +2,11 @@
 
 Each case starts three ``vvstore serve`` processes behind the fault proxy, runs one schedule
 under concurrent retried increments, and requires the whole verdict: every node agrees, every
-key equals the sum over its acknowledged idempotency keys (0 lost, 0 doubled), no read broke
-its bounds, every kill kept every acknowledged write, ``PRAGMA integrity_check`` is ok and the
-nodes converged within the 30 s CI limit. A failing case writes its run document (history,
-schedule, verdict) and names the command that replays it.
+key equals the sum over its acknowledged idempotency keys (0 lost, 0 doubled), every probe (an
+increment on a key of its own, replayed once on another node) was applied exactly once, no
+read broke its bounds, every kill kept every acknowledged write, ``PRAGMA integrity_check`` is
+ok and the nodes converged within the 30 s CI limit. A failing case writes its run document
+(history, schedule, verdict) and names the command that replays it.
 
 The last cases are the link runs: slow links (2 Mbit/s, 40 ms, both directions and one way)
 and lossy ones (connections reset or stalled at random, seeded), under non-ASCII keys, some of
@@ -68,6 +69,12 @@ async def _run(options: RunOptions, schedule: Schedule, tmp_path: Path) -> RunRe
     assert result.longest_convergence_s is not None
     assert result.longest_convergence_s < options.converge_limit
     assert all(check.ok for check in result.kill_checks)
+    # A share of the increments were probes, each replayed once on another node and then
+    # verified alone on its key: applied exactly once.
+    figures = result.figures()
+    assert figures["probes"] > 0 and sum(figures["probe_replays"].values()) == figures["probes"]
+    assert figures["verified_individually"] >= figures["probes"]
+    assert (figures["individually_lost"], figures["individually_doubled"]) == (0, 0)
     return result
 
 
