@@ -26,6 +26,7 @@ import pytest
 from vvstore.codec import MAX_KEY_BYTES
 from vvstore.harness.faults.run import RunOptions, RunResult, load_replay, run_faults, short_tier
 from vvstore.harness.faults.schedule import LINK_KINDS, Schedule
+from vvstore.harness.faults.workload import probe_key
 
 pytestmark = pytest.mark.slow
 
@@ -92,11 +93,18 @@ async def test_short_tier(run: tuple[RunOptions, Schedule], tmp_path: Path) -> N
         assert len(result.kill_checks) == len(schedule.faults) == 5
         assert {check.durability for check in result.kill_checks} == {"full", "normal"}
     if options.workload.key_alphabet == "unicode":
-        # Every non-ASCII key, those at the limit included, was written and converged.
+        # Every non-ASCII key, those at the limit included, was written and converged, and so
+        # was every probe's key of its own, non-ASCII too.
         keys = options.workload.key_names()
         assert max(len(key.encode("utf-8")) for key in keys) == MAX_KEY_BYTES
+        probes = {
+            probe_key(op.idempotency_key, "unicode")
+            for op in result.history.ops
+            if op.idempotency_key is not None
+        } & {op.key for op in result.history.ops}
+        assert probes and not any(key.isascii() for key in probes)
         for values in result.final_state.values():
-            assert set(values) == set(keys)
+            assert set(values) == set(keys) | probes
     if "lossy" in schedule.counts():
         losses = [e.detail for e in result.events if e.kind == "lossy" and e.what == "losses"]
         assert losses and any(not d.startswith("0 connections reset, 0 stalled") for d in losses)
