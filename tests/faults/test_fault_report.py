@@ -66,7 +66,10 @@ def test_figures_and_closing_line_of_a_run() -> None:
     assert figures["longest_convergence_ms"] == 250.0
     line = result.closing_line()
     assert line.startswith("VERDICT ok: seed 3: 4 increments acknowledged of 4")
-    assert "1 idempotency key verified one by one (0 lost, 0 doubled, 1 replayed" in line
+    assert (
+        "1 idempotency key verified one by one (0 lost, 0 doubled); probes replayed on another "
+        "node: 1 (replayed 1); "
+    ) in line
     assert "3 faults (kill 1, split 2)" in line
     assert "1/1 kills kept every acknowledged write" in line
     assert "converged 250 ms after the final phase (within the 5 s goal)" in line

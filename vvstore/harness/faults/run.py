@@ -333,6 +333,7 @@ class RunResult:
             if self.incarnation_checks
             else ""
         )
+        replays = ", ".join(f"{k} {n:,}" for k, n in f["probe_replays"].items()) or "none"
         figures = (
             f"{f['acknowledged']:,} increments acknowledged of {f['increments']:,} "
             f"({f['attempts_indefinite']:,} indefinite attempts, {f['replayed']:,} replays, "
@@ -340,9 +341,8 @@ class RunResult:
             f"{f['faults_total']} faults ({faults}); {f['lost']} lost, {f['doubled']} doubled, "
             f"{f['lost_to_wipe']} lost to wipes; {f['verified_individually']:,} idempotency "
             f"key{'' if f['verified_individually'] == 1 else 's'} verified one by one "
-            f"({f['individually_lost']} lost, "
-            f"{f['individually_doubled']} doubled, "
-            f"{sum(f['probe_replays'].values()):,} replayed on another node); "
+            f"({f['individually_lost']} lost, {f['individually_doubled']} doubled); probes "
+            f"replayed on another node: {sum(f['probe_replays'].values()):,} ({replays}); "
             f"{f['reads_judged']:,} reads judged, "
             f"{len(self.verdict.read_violations) if self.verdict else 0} violations; "
             f"{f['kills_ok']}/{f['kills_checked']} kills kept every acknowledged write; "
