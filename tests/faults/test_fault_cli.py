@@ -84,3 +84,8 @@ def test_a_run_document_and_a_regression_file_replay_the_same_schedule() -> None
     assert again.faults == schedule.faults[1:]
     with pytest.raises(ValueError, match="not a vvstore fault run"):
         load_replay({"format": "vvstore-history"})
+
+
+def test_a_probe_share_outside_zero_to_one_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--probe-share", "1.5", "--schedule-only"]) == 2
+    assert "probe_share must be in [0, 1], got 1.5" in capsys.readouterr().err

@@ -34,8 +34,14 @@ def _result() -> RunResult:
     for n, node in enumerate("ABC"):
         op = history.invoke(n, "add", "k000", 2, node, float(n), idempotency_key=f"i{n}")
         history.complete(op, "ok", n + 0.5)
+    # A probe: acknowledged by A, replayed on B (which knew it).
+    for process, node in enumerate("AB", start=3):
+        op = history.invoke(process, "add", "probe-p", 4, node, 3.0, idempotency_key="p")
+        history.complete(op, "ok", 3.5)
     result = RunResult(options, generate(3, options.schedule), history=history)
-    result.final_state = {node: {"k000": 6} for node in "ABC"}
+    result.probes = 1
+    result.probe_replays.update({"replayed": 1})
+    result.final_state = {node: {"k000": 6, "probe-p": 4} for node in "ABC"}
     result.verdict = check_faults(history.ops, result.final_state)
     result.kill_checks = [KillCheck("B", "normal", 4.0, "B~1", "B~1", 10, 12)]
     result.checkpoints = [Checkpoint(9.0, 1, 0, 0.4, 0.25, 0.65, True, "VALID")]
@@ -52,12 +58,18 @@ def test_figures_and_closing_line_of_a_run() -> None:
     result = _result()
     figures = result.figures()
 
-    assert (figures["increments"], figures["acknowledged"]) == (3, 3)
+    assert (figures["increments"], figures["acknowledged"]) == (4, 4)
     assert (figures["lost"], figures["doubled"], figures["lost_to_wipe"]) == (0, 0, 0)
+    assert (figures["verified_individually"], figures["probes"]) == (1, 1)
+    assert (figures["individually_lost"], figures["individually_doubled"]) == (0, 0)
     assert figures["kills_by_durability"] == {"normal": 1}
     assert figures["longest_convergence_ms"] == 250.0
     line = result.closing_line()
-    assert line.startswith("VERDICT ok: seed 3: 3 increments acknowledged of 3")
+    assert line.startswith("VERDICT ok: seed 3: 4 increments acknowledged of 4")
+    assert (
+        "1 idempotency key verified one by one (0 lost, 0 doubled); probes replayed on another "
+        "node: 1 (replayed 1); "
+    ) in line
     assert "3 faults (kill 1, split 2)" in line
     assert "1/1 kills kept every acknowledged write" in line
     assert "converged 250 ms after the final phase (within the 5 s goal)" in line
@@ -67,7 +79,9 @@ def test_figures_and_closing_line_of_a_run() -> None:
 def test_the_report_names_every_figure_the_issue_asks_for() -> None:
     report = report_text(_result())
     for needle in (
-        "3 acknowledged of 3",
+        "4 acknowledged of 4",
+        "idempotency keys verified one by one: 1 of 4 acknowledged; 0 lost, 0 doubled; "
+        "probes: 1 sent, each replayed on another node, answered: replayed 1",
         "faults injected: 3 (kill 1, split 2)",
         "kills checked: 1 (normal 1); 1 kept every acknowledged write",
         "lost 0, doubled 0, lost_to_wipe 0",

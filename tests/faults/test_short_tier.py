@@ -2,10 +2,11 @@
 
 Each case starts three ``vvstore serve`` processes behind the fault proxy, runs one schedule
 under concurrent retried increments, and requires the whole verdict: every node agrees, every
-key equals the sum over its acknowledged idempotency keys (0 lost, 0 doubled), no read broke
-its bounds, every kill kept every acknowledged write, ``PRAGMA integrity_check`` is ok and the
-nodes converged within the 30 s CI limit. A failing case writes its run document (history,
-schedule, verdict) and names the command that replays it.
+key equals the sum over its acknowledged idempotency keys (0 lost, 0 doubled), every probe (an
+increment on a key of its own, replayed once on another node) was applied exactly once, no
+read broke its bounds, every kill kept every acknowledged write, ``PRAGMA integrity_check`` is
+ok and the nodes converged within the 30 s CI limit. A failing case writes its run document
+(history, schedule, verdict) and names the command that replays it.
 
 The last cases are the link runs: slow links (2 Mbit/s, 40 ms, both directions and one way)
 and lossy ones (connections reset or stalled at random, seeded), under non-ASCII keys, some of
@@ -25,6 +26,7 @@ import pytest
 from vvstore.codec import MAX_KEY_BYTES
 from vvstore.harness.faults.run import RunOptions, RunResult, load_replay, run_faults, short_tier
 from vvstore.harness.faults.schedule import LINK_KINDS, Schedule
+from vvstore.harness.faults.workload import probe_key
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +70,12 @@ async def _run(options: RunOptions, schedule: Schedule, tmp_path: Path) -> RunRe
     assert result.longest_convergence_s is not None
     assert result.longest_convergence_s < options.converge_limit
     assert all(check.ok for check in result.kill_checks)
+    # A share of the increments were probes, each replayed once on another node and then
+    # verified alone on its key: applied exactly once.
+    figures = result.figures()
+    assert figures["probes"] > 0 and sum(figures["probe_replays"].values()) == figures["probes"]
+    assert figures["verified_individually"] >= figures["probes"]
+    assert (figures["individually_lost"], figures["individually_doubled"]) == (0, 0)
     return result
 
 
@@ -85,11 +93,18 @@ async def test_short_tier(run: tuple[RunOptions, Schedule], tmp_path: Path) -> N
         assert len(result.kill_checks) == len(schedule.faults) == 5
         assert {check.durability for check in result.kill_checks} == {"full", "normal"}
     if options.workload.key_alphabet == "unicode":
-        # Every non-ASCII key, those at the limit included, was written and converged.
+        # Every non-ASCII key, those at the limit included, was written and converged, and so
+        # was every probe's key of its own, non-ASCII too.
         keys = options.workload.key_names()
         assert max(len(key.encode("utf-8")) for key in keys) == MAX_KEY_BYTES
+        probes = {
+            probe_key(op.idempotency_key, "unicode")
+            for op in result.history.ops
+            if op.idempotency_key is not None
+        } & {op.key for op in result.history.ops}
+        assert probes and not any(key.isascii() for key in probes)
         for values in result.final_state.values():
-            assert set(values) == set(keys)
+            assert set(values) == set(keys) | probes
     if "lossy" in schedule.counts():
         losses = [e.detail for e in result.events if e.kind == "lossy" and e.what == "losses"]
         assert losses and any(not d.startswith("0 connections reset, 0 stalled") for d in losses)

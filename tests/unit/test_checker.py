@@ -165,8 +165,10 @@ def test_exact_mode_rejects_a_doubled_application() -> None:
     assert not verdict.valid
     assert verdict.per_key["k"].doubled == 4
     assert verdict.errors == [
-        "key 'k': value 8 is above the 4 expected from 1 acknowledged idempotency key (4 doubled)"
+        "key 'k' (only idempotency key 'a'): value 8 is above the 4 expected from 1 "
+        "acknowledged idempotency key (4 doubled)"
     ]
+    assert [iv.copies for iv in verdict.per_idempotency_key] == [2]
 
 
 def test_exact_mode_reports_an_idempotency_key_never_acknowledged() -> None:
@@ -323,8 +325,8 @@ def test_a_valid_fault_run_passes_with_reads_between_the_bounds() -> None:
     assert (verdict.lost, verdict.doubled, verdict.lost_to_wipe, verdict.reads) == (0, 0, 0, 2)
     assert summarize_faults(verdict) == (
         "VALID: 3 nodes agree on 1 key; +7 acknowledged, 0 lost, 0 doubled, 0 lost to wipes; "
-        "2 reads judged, 0 above the attempted sum, 0 ignoring an own write, "
-        "0 missing an own dot, 0 going back"
+        "0 idempotency keys verified one by one, 0 lost, 0 doubled; 2 reads judged, "
+        "0 above the attempted sum, 0 ignoring an own write, 0 missing an own dot, 0 going back"
     )
 
 
@@ -618,3 +620,126 @@ def test_ops_carry_versions_through_json() -> None:
     assert "version" not in loaded.ops[2].to_dict()  # absent unless set
     with pytest.raises(ValueError, match="sorted by actor"):
         Op(1, "ok", "read", "k", 1, "A", 0.0, None, (("B", 1), ("A", 2)))
+
+
+# --- exactly once per idempotency key: probes, alone on their key ------------------------------
+
+
+def _lost_and_doubled(keys: dict[str, str]) -> History:
+    """Two increments of 3 under idempotency keys ``a`` and ``b``, on the counter keys
+    ``keys`` names: ``a`` acknowledged by A, ``b`` indefinite at A then acknowledged by B, and
+    ``a`` replayed on B (it already knew it)."""
+    h = History()
+    _add(h, 1, keys["a"], 3, "ok", node="A", ik="a")
+    _add(h, 1, keys["a"], 3, "ok", node="B", ik="a")
+    _add(h, 2, keys["b"], 3, "info", node="A", ik="b")
+    _add(h, 2, keys["b"], 3, "ok", node="B", ik="b")
+    return h
+
+
+def test_a_lost_and_a_doubled_increment_cancel_on_a_shared_key_but_not_alone() -> None:
+    # The cluster loses a and applies b twice. On one shared key the sum is right: the
+    # per-key exact check passes, and nothing was verified one by one.
+    shared = _lost_and_doubled({"a": "k000", "b": "k000"})
+    passed = check_faults(shared.ops, _state(6, key="k000"))
+    assert passed.valid, passed.errors
+    assert passed.verified_individually == 0
+    assert "0 idempotency keys verified one by one" in summarize_faults(passed)
+
+    # The same increments and the same faults, each on a key of its own: both are caught and
+    # named by their idempotency key.
+    alone = _lost_and_doubled({"a": "probe-a", "b": "probe-b"})
+    state = {node: {"probe-a": 0, "probe-b": 6} for node in "ABC"}
+    failed = check_faults(alone.ops, state)
+    assert not failed.valid
+    assert failed.verified_individually == 2
+    assert (failed.final.individually_lost, failed.final.individually_doubled) == (1, 1)
+    a, b = failed.final.per_idempotency_key
+    assert (a.idempotency_key, a.key, a.amount, a.value, a.copies, a.lost, a.doubled) == (
+        "a",
+        "probe-a",
+        3,
+        0,
+        0,
+        3,
+        0,
+    )
+    assert (b.idempotency_key, b.copies, b.lost, b.doubled) == ("b", 2, 0, 3)
+    assert failed.errors == [
+        "key 'probe-a' (only idempotency key 'a'): value 0 is below the 3 expected from 1 "
+        "acknowledged idempotency key (3 lost)",
+        "key 'probe-b' (only idempotency key 'b'): value 6 is above the 3 expected from 1 "
+        "acknowledged idempotency key (3 doubled)",
+    ]
+    data = json.loads(json.dumps(failed.to_dict()))
+    assert (data["verified_individually"], data["individually_lost"]) == (2, 1)
+    assert data["individually_doubled"] == 1
+    assert [entry["copies"] for entry in data["final"]["per_idempotency_key"]] == [0, 2]
+
+
+def test_a_probe_applied_once_and_replayed_elsewhere_is_verified() -> None:
+    h = _lost_and_doubled({"a": "probe-a", "b": "probe-b"})
+    _add(h, 3, "k000", 2, "ok", node="C", ik="c")
+    _add(h, 3, "k000", 4, "ok", node="C", ik="d")
+    state = {node: {"probe-a": 3, "probe-b": 3, "k000": 6} for node in "ABC"}
+
+    verdict = check_faults(h.ops, state)
+
+    assert verdict.valid, verdict.errors
+    assert [iv.idempotency_key for iv in verdict.final.per_idempotency_key] == ["a", "b"]
+    assert [iv.copies for iv in verdict.final.per_idempotency_key] == [1, 1]
+    assert "2 idempotency keys verified one by one, 0 lost, 0 doubled" in summarize_faults(verdict)
+
+
+def test_only_acknowledged_idempotency_keys_alone_on_their_key_are_verified() -> None:
+    h = History()
+    _add(h, 1, "refused", 3, "fail", ik="f")  # applied nothing, must read 0: not an increment
+    _add(h, 1, "never", 3, "info", ik="n")  # an error of its own: never acknowledged
+    _add(h, 1, "k", 3, "ok", ik="x")
+    _add(h, 1, "k", 3, "ok", ik="y")
+
+    exact = check(h.ops, {"A": {"k": 6, "never": 3}}, exact=True)
+    assert exact.per_idempotency_key == ()
+    assert [e for e in exact.errors if "never acknowledged" in e]
+    assert check(h.ops, {"A": {"k": 6, "never": 3}}).per_idempotency_key == ()  # bounds mode
+
+
+def test_a_probe_lost_with_the_only_node_that_acknowledged_it_is_lost_to_a_wipe() -> None:
+    h = History()
+    _add(h, 1, "probe-a", 3, "ok", node="A", ik="a")
+    losses = [NodeLoss(len(h.ops), "A", "wipe", 5.0)]
+    _add(h, 1, "probe-b", 2, "ok", node="A", ik="b")  # the new incarnation's
+
+    verdict = check_faults(h.ops, {node: {"probe-b": 2} for node in "ABC"}, losses)
+
+    assert verdict.valid, verdict.errors
+    a, b = verdict.final.per_idempotency_key
+    assert (a.value, a.copies, a.lost, a.lost_to_wipe) == (0, 0, 0, 3)
+    assert (b.copies, b.lost_to_wipe) == (1, 0)
+    assert verdict.final.individually_lost == 0
+
+
+def test_a_probe_the_nodes_disagree_on_has_no_value() -> None:
+    h = History()
+    _add(h, 1, "probe-a", 2, "ok", ik="a")
+
+    verdict = check_faults(h.ops, {"A": {"probe-a": 2}, "B": {"probe-a": 4}})
+
+    (a,) = verdict.final.per_idempotency_key
+    assert (a.value, a.copies, a.doubled) == (None, None, 2)
+    assert verdict.final.individually_doubled == 1 and not verdict.valid
+
+
+@given(st.lists(st.tuples(st.integers(1, 5), st.integers(0, 3)), min_size=1, max_size=20))
+def test_property_each_probe_is_judged_by_its_own_copies(probes: list[tuple[int, int]]) -> None:
+    h = History()
+    for n, (amount, _) in enumerate(probes):
+        _add(h, n, f"probe-{n:02d}", amount, "ok", ik=f"i{n}")
+    state = {"A": {f"probe-{n:02d}": amount * copies for n, (amount, copies) in enumerate(probes)}}
+
+    verdict = check_faults(h.ops, state)
+
+    assert [iv.copies for iv in verdict.final.per_idempotency_key] == [c for _, c in probes]
+    assert verdict.final.individually_lost == sum(copies == 0 for _, copies in probes)
+    assert verdict.final.individually_doubled == sum(copies > 1 for _, copies in probes)
+    assert verdict.valid == all(copies == 1 for _, copies in probes)

@@ -21,7 +21,15 @@ on every node with what the history allows, the bounds check of Jepsen's counter
   per key, once however many ops carried them). Every add must carry an idempotency key, and
   one idempotency key must always carry the same amount, or :func:`check` raises ValueError.
   An idempotency key seen only as indefinite breaks the premise of exact mode and is reported
-  as an error (a ``fail`` applied nothing and needs no retry).
+  as an error (a ``fail`` applied nothing and needs no retry);
+- **exactly once per idempotency key** (exact mode): a key's value is a sum, so on a key shared
+  by many idempotency keys one lost increment and one doubled increment of the same amount
+  cancel out. A key that only one idempotency key ever added to (a *probe*: the fault suite's
+  workload sends a share of its increments to keys of their own) has no such blind spot: its
+  value must be exactly that key's amount, 0 meaning the increment was lost and twice the
+  amount that it was applied twice. :func:`check` reports every acknowledged probe as an
+  :class:`IdempotencyVerdict`, so a run says how many idempotency keys it verified one by one
+  and which of them were lost or doubled.
 
 :func:`check` does not judge reads: with multi-master writes a read at one node may legitimately
 miss adds acknowledged by another. The fault suite (:mod:`vvstore.harness.faults`) adds what
@@ -67,6 +75,7 @@ from typing import Any, Literal, cast, get_args
 __all__ = [
     "FaultVerdict",
     "History",
+    "IdempotencyVerdict",
     "KeyVerdict",
     "NodeLoss",
     "NodeLossKind",
@@ -264,8 +273,50 @@ class KeyVerdict:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyVerdict:
+    """One acknowledged idempotency key verified on its own: the only one that added to ``key``.
+
+    ``value`` is the key's converged value (None when the nodes disagree), ``copies`` how many
+    times ``amount`` it holds (None when it is not a whole multiple): 1 is exactly once, 0
+    lost, 2 or more doubled. ``lost``, ``doubled`` and ``lost_to_wipe`` are amounts, as in the
+    key's :class:`KeyVerdict`.
+    """
+
+    idempotency_key: str
+    key: str
+    amount: int
+    value: int | None
+    lost: int
+    doubled: int
+    lost_to_wipe: int = 0
+
+    @property
+    def copies(self) -> int | None:
+        if self.value is None or self.amount == 0 or self.value % self.amount:
+            return None
+        return self.value // self.amount
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the verdict for this idempotency key as a JSON-friendly dict."""
+        return {
+            "idempotency_key": self.idempotency_key,
+            "key": self.key,
+            "amount": self.amount,
+            "value": self.value,
+            "copies": self.copies,
+            "lost": self.lost,
+            "doubled": self.doubled,
+            "lost_to_wipe": self.lost_to_wipe,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
-    """The outcome of :func:`check`. ``valid`` is true exactly when ``errors`` is empty."""
+    """The outcome of :func:`check`. ``valid`` is true exactly when ``errors`` is empty.
+
+    ``per_idempotency_key`` (exact mode only) holds the acknowledged idempotency keys that were
+    verified one by one, sorted by key: those alone on their key.
+    """
 
     valid: bool
     nodes_agree: bool
@@ -273,6 +324,22 @@ class Verdict:
     nodes: tuple[str, ...]
     per_key: dict[str, KeyVerdict]
     errors: list[str] = field(default_factory=list)
+    per_idempotency_key: tuple[IdempotencyVerdict, ...] = ()
+
+    @property
+    def verified_individually(self) -> int:
+        """How many idempotency keys were verified one by one."""
+        return len(self.per_idempotency_key)
+
+    @property
+    def individually_lost(self) -> int:
+        """How many of them were lost (beyond what a node loss explains)."""
+        return sum(1 for iv in self.per_idempotency_key if iv.lost)
+
+    @property
+    def individually_doubled(self) -> int:
+        """How many of them were applied more than once."""
+        return sum(1 for iv in self.per_idempotency_key if iv.doubled)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the verdict as a JSON-friendly dict."""
@@ -282,6 +349,10 @@ class Verdict:
             "exact": self.exact,
             "nodes": list(self.nodes),
             "per_key": {key: kv.to_dict() for key, kv in self.per_key.items()},
+            "verified_individually": self.verified_individually,
+            "individually_lost": self.individually_lost,
+            "individually_doubled": self.individually_doubled,
+            "per_idempotency_key": [iv.to_dict() for iv in self.per_idempotency_key],
             "errors": list(self.errors),
         }
 
@@ -411,10 +482,13 @@ def _judge_key(
     instead of ``lost``.
     """
     errors: list[str] = []
+    name = f"key {key!r}"
+    if exact and len(tally.idempotent) == 1:
+        name += f" (only idempotency key {next(iter(tally.idempotent))!r})"
     reference = next(iter(readings))
     agree = len(set(readings.values())) == 1
     errors.extend(
-        f"key {key!r}: node {node} reads {value} but node {reference} reads {readings[reference]}"
+        f"{name}: node {node} reads {value} but node {reference} reads {readings[reference]}"
         for node, value in readings.items()
         if value != readings[reference]
     )
@@ -436,7 +510,7 @@ def _judge_key(
         )
         if unacked:
             errors.append(
-                f"key {key!r}: {_plural(len(unacked), 'idempotency key')} never acknowledged "
+                f"{name}: {_plural(len(unacked), 'idempotency key')} never acknowledged "
                 f"(first: {unacked[0]!r}); exact mode needs every indefinite add retried until "
                 "acknowledged"
             )
@@ -465,14 +539,11 @@ def _judge_key(
                 lost = max(lost, shortfall - wiped)
                 excused = f", {wiped} more put down to a wipe" if wiped else ""
                 errors.append(
-                    f"key {key!r}: {subject} is below {low_basis} "
-                    f"({shortfall - wiped} lost{excused})"
+                    f"{name}: {subject} is below {low_basis} ({shortfall - wiped} lost{excused})"
                 )
         if value > highest:
             doubled = max(doubled, value - highest)
-            errors.append(
-                f"key {key!r}: {subject} is above {high_basis} ({value - highest} doubled)"
-            )
+            errors.append(f"{name}: {subject} is above {high_basis} ({value - highest} doubled)")
 
     verdict = KeyVerdict(
         key=key,
@@ -506,8 +577,10 @@ def check(
         key must always carry the same amount on one key.
     :param at_risk: key -> how much of a shortfall to report as ``lost_to_wipe`` rather than
         ``lost`` (see :func:`wipe_allowance`); none by default.
-    :returns: a :class:`Verdict`; errors name the key and, when nodes disagree, the node.
-        Disagreeing nodes are named against the first node in sorted order.
+    :returns: a :class:`Verdict`; errors name the key (and, for a key only one idempotency key
+        added to, that idempotency key) and, when nodes disagree, the node. Disagreeing nodes
+        are named against the first node in sorted order. In exact mode its
+        ``per_idempotency_key`` lists the acknowledged idempotency keys verified one by one.
     :raises ValueError: the history is malformed (a process with two operations outstanding,
         a completion without an invoke or not matching it, an add without an amount),
         ``final_state`` is empty or holds non-int values, or exact mode's requirements on
@@ -518,15 +591,30 @@ def check(
     tallies = _tally(history, exact=exact)
     nodes = tuple(sorted(final_state))
     per_key: dict[str, KeyVerdict] = {}
+    per_idempotency_key: list[IdempotencyVerdict] = []
     errors: list[str] = []
     for key in sorted(_final_keys(final_state) | set(tallies)):
         readings = {node: final_state[node].get(key, 0) for node in nodes}
         allowance = at_risk.get(key, 0) if at_risk else 0
-        verdict, key_errors = _judge_key(
-            key, tallies.get(key, _KeyTally()), readings, exact=exact, at_risk=allowance
-        )
+        tally = tallies.get(key, _KeyTally())
+        verdict, key_errors = _judge_key(key, tally, readings, exact=exact, at_risk=allowance)
         per_key[key] = verdict
         errors.extend(key_errors)
+        alone = list(tally.idempotent.items())
+        if exact and len(alone) == 1 and alone[0][1].acknowledged:
+            # The key's verdict is this idempotency key's: nothing else could add to it.
+            ik, seen = alone[0]
+            per_idempotency_key.append(
+                IdempotencyVerdict(
+                    ik,
+                    key,
+                    seen.amount,
+                    verdict.value,
+                    verdict.lost,
+                    verdict.doubled,
+                    verdict.lost_to_wipe,
+                )
+            )
     return Verdict(
         valid=not errors,
         nodes_agree=all(kv.value is not None for kv in per_key.values()),
@@ -534,6 +622,7 @@ def check(
         nodes=nodes,
         per_key=per_key,
         errors=errors,
+        per_idempotency_key=tuple(per_idempotency_key),
     )
 
 
@@ -956,6 +1045,11 @@ class FaultVerdict:
     def lost_to_wipe(self) -> int:
         return sum(kv.lost_to_wipe for kv in self.final.per_key.values())
 
+    @property
+    def verified_individually(self) -> int:
+        """Idempotency keys verified one by one (alone on their key): see :class:`Verdict`."""
+        return self.final.verified_individually
+
     def violations_of(self, kind: ReadViolationKind) -> int:
         return sum(1 for v in self.read_violations if v.kind == kind)
 
@@ -966,6 +1060,9 @@ class FaultVerdict:
             "lost": self.lost,
             "doubled": self.doubled,
             "lost_to_wipe": self.lost_to_wipe,
+            "verified_individually": self.verified_individually,
+            "individually_lost": self.final.individually_lost,
+            "individually_doubled": self.final.individually_doubled,
             "reads": self.reads,
             "read_violations": [v.to_dict() for v in self.read_violations],
             "final": self.final.to_dict(),
@@ -980,7 +1077,8 @@ def check_faults(
 ) -> FaultVerdict:
     """Judge a fault run: every node agrees, every key equals the sum over its distinct
     acknowledged idempotency keys (0 lost, 0 doubled, shortfalls explained by node losses
-    reported apart), and every read kept both bounds.
+    reported apart), so that every idempotency key alone on its key was applied exactly once,
+    and every read kept both bounds.
 
     :raises ValueError: as :func:`check` in exact mode and :func:`check_reads`.
     """
@@ -1001,8 +1099,9 @@ def summarize_faults(verdict: FaultVerdict) -> str:
     """One closing line for a fault run.
 
     ``VALID: 3 nodes agree on 8 keys; +1,234 acknowledged, 0 lost, 0 doubled, 0 lost to
-    wipes; 180 reads judged, 0 above the attempted sum, 0 ignoring an own write, 0 missing an
-    own dot, 0 going back`` (amounts summed over keys) or
+    wipes; 97 idempotency keys verified one by one, 0 lost, 0 doubled; 180 reads judged, 0
+    above the attempted sum, 0 ignoring an own write, 0 missing an own dot, 0 going back``
+    (amounts summed over keys; the idempotency keys are counted) or
     ``INVALID: <n> errors: <the first few>; ...``.
     """
     if not verdict.valid:
@@ -1017,7 +1116,10 @@ def summarize_faults(verdict: FaultVerdict) -> str:
     return (
         f"VALID: {_plural(count, 'node')} {agree} on {_plural(len(final.per_key), 'key')}; "
         f"+{acknowledged:,} acknowledged, {verdict.lost:,} lost, {verdict.doubled:,} doubled, "
-        f"{verdict.lost_to_wipe:,} lost to wipes; {_plural(verdict.reads, 'read')} judged, "
+        f"{verdict.lost_to_wipe:,} lost to wipes; "
+        f"{_plural(final.verified_individually, 'idempotency key')} verified one by one, "
+        f"{final.individually_lost:,} lost, {final.individually_doubled:,} doubled; "
+        f"{_plural(verdict.reads, 'read')} judged, "
         f"{verdict.violations_of('above_attempted'):,} above the attempted sum, "
         f"{verdict.violations_of('ignores_own_write'):,} ignoring an own write, "
         f"{verdict.violations_of('misses_own_dot'):,} missing an own dot, "

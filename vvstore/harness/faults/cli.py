@@ -112,6 +112,11 @@ def _parser() -> argparse.ArgumentParser:
         "--read-back", type=float, metavar="P",
         help="chance that an acknowledged increment is read back at once where it was acknowledged",
     )  # fmt: skip
+    parser.add_argument(
+        "--probe-share", type=float, metavar="P",
+        help="fraction of increments sent to a key of their own, verified one by one and "
+        "replayed once on another node (default 0.25)",
+    )  # fmt: skip
     parser.add_argument("--client-timeout", type=float, metavar="SECONDS", help="per request")
     parser.add_argument(
         "--durability", choices=("full", "normal", "mixed"),
@@ -174,6 +179,7 @@ def _options(args: argparse.Namespace, base: RunOptions) -> RunOptions:
         ("read_back", "read_back"),
         ("client_timeout", "timeout"),
         ("key_alphabet", "key_alphabet"),
+        ("probe_share", "probe_share"),
     ):
         value = getattr(args, flag)
         if value is not None:

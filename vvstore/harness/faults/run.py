@@ -134,6 +134,7 @@ class RunOptions:
                 "timeout": w.timeout,
                 "attempts": w.attempts,
                 "key_alphabet": w.key_alphabet,
+                "probe_share": w.probe_share,
             },
             "durability": self.durability,
             "settle_timeout": self.settle_timeout,
@@ -207,6 +208,8 @@ class RunResult:
     outcomes: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     replayed: int = 0
+    probes: int = 0
+    probe_replays: Counter[str] = field(default_factory=Counter)
     checkpoints: list[Checkpoint] = field(default_factory=list)
     left_unacknowledged: list[str] = field(default_factory=list)
     integrity: dict[str, str] = field(default_factory=dict)
@@ -256,6 +259,12 @@ class RunResult:
             "attempts_indefinite": self.outcomes["add info"],
             "attempts_refused": self.outcomes["add fail"],
             "replayed": self.replayed,
+            "probes": self.probes,
+            # The probes' deliberate replays on another node, by what the node answered.
+            "probe_replays": dict(sorted(self.probe_replays.items())),
+            "verified_individually": v.verified_individually if v else 0,
+            "individually_lost": v.final.individually_lost if v else None,
+            "individually_doubled": v.final.individually_doubled if v else None,
             "settled_in_final_phase": sum(c.settled for c in self.checkpoints),
             "reads": self.outcomes["read ok"] + self.outcomes["read info"],
             "reads_judged": v.reads if v else 0,
@@ -324,12 +333,17 @@ class RunResult:
             if self.incarnation_checks
             else ""
         )
+        replays = ", ".join(f"{k} {n:,}" for k, n in f["probe_replays"].items()) or "none"
         figures = (
             f"{f['acknowledged']:,} increments acknowledged of {f['increments']:,} "
             f"({f['attempts_indefinite']:,} indefinite attempts, {f['replayed']:,} replays, "
             f"{f['settled_in_final_phase']:,} settled in the final phase); "
             f"{f['faults_total']} faults ({faults}); {f['lost']} lost, {f['doubled']} doubled, "
-            f"{f['lost_to_wipe']} lost to wipes; {f['reads_judged']:,} reads judged, "
+            f"{f['lost_to_wipe']} lost to wipes; {f['verified_individually']:,} idempotency "
+            f"key{'' if f['verified_individually'] == 1 else 's'} verified one by one "
+            f"({f['individually_lost']} lost, {f['individually_doubled']} doubled); probes "
+            f"replayed on another node: {sum(f['probe_replays'].values()):,} ({replays}); "
+            f"{f['reads_judged']:,} reads judged, "
             f"{len(self.verdict.read_violations) if self.verdict else 0} violations; "
             f"{f['kills_ok']}/{f['kills_checked']} kills kept every acknowledged write; "
             f"{incarnations}{converged}; {integrity}; {f['wall_seconds']:.1f} s"
@@ -684,6 +698,8 @@ def _collect(result: RunResult, workload: Workload, nemesis: Nemesis) -> None:
     result.outcomes = workload.outcomes
     result.errors = workload.errors
     result.replayed = workload.replayed
+    result.probes = workload.probes
+    result.probe_replays = workload.probe_replays
     result.problems.extend(nemesis.problems)
     result.problems.extend(f"an add was refused: {refusal}" for refusal in workload.refused[:5])
     if len(workload.refused) > 5:
@@ -941,6 +957,11 @@ def report_text(result: RunResult) -> str:
         + "; each node's own actors in it: "
         + (", ".join(f"{n} {k}" for n, k in f["actors_per_node"].items()) or "?"),
         f"lost {f['lost']}, doubled {f['doubled']}, lost_to_wipe {f['lost_to_wipe']}",
+        f"idempotency keys verified one by one: {f['verified_individually']:,} of "
+        f"{f['acknowledged']:,} acknowledged; {f['individually_lost']} lost, "
+        f"{f['individually_doubled']} doubled; probes: {f['probes']:,} sent, each replayed on "
+        "another node, answered: "
+        + (", ".join(f"{k} {n}" for k, n in f["probe_replays"].items()) or "none"),
         f"convergence after each final phase (goal {o.converge_goal:g} s, limit "
         f"{o.converge_limit:g} s): "
         + ", ".join(_fmt_ms(c.convergence_s) for c in result.checkpoints)

@@ -12,6 +12,15 @@ reads a random key on a random node instead, and after some acknowledged increme
 the key back at once on the node that acknowledged it (read your own write: the checker's
 own-dot rule bites there, and a stale read hides in the milliseconds after a commit).
 
+A share of the increments (``probe_share``, a quarter by default, drawn from each client's
+seeded generator) are *probes*: each goes to a counter key of its own, named after its
+idempotency key (:func:`probe_key`), so that the checker verifies it alone: the key must end at
+exactly its amount, where on a shared key one lost and one doubled increment of the same
+amount would cancel out. Once a probe's attempts end, acknowledged or indefinite, the client
+sends the same idempotency key once more to another node: a deliberate cross-node replay that
+must not count, whether that node already knows the key (it answers with a replay) or applies
+it again (a duplicate copy the cluster must then exclude).
+
 Clients speak HTTP to the nodes through the fault proxy with aiohttp directly (not
 :class:`vvstore.client.Client`), so that every attempt, its node and its outcome are recorded,
 and the ``Idempotent-Replayed`` header is seen.
@@ -42,7 +51,7 @@ from vvstore.actor import is_actor_of
 from vvstore.codec import MAX_KEY_BYTES
 from vvstore.harness.checker import History, Op
 
-__all__ = ["KEY_ALPHABETS", "Workload", "WorkloadOptions", "unicode_key_names"]
+__all__ = ["KEY_ALPHABETS", "Workload", "WorkloadOptions", "probe_key", "unicode_key_names"]
 
 Outcome = Literal["ok", "fail", "info"]
 
@@ -86,6 +95,19 @@ def unicode_key_names(count: int) -> list[str]:
     return [shapes[i % len(shapes)](i // len(shapes)) for i in range(count)]
 
 
+def probe_key(idempotency_key: str, key_alphabet: str) -> str:
+    """The counter key of the probe sent with ``idempotency_key``: its own, named after it.
+
+    ASCII: ``probe-<idempotency key>``; unicode: the Russian word for probe, a space and a
+    slash before it (both percent-encoded in the URL). The workload's idempotency keys are
+    short ASCII, so either name is far below :data:`~vvstore.codec.MAX_KEY_BYTES`, and no
+    name of :func:`unicode_key_names` or ``k000`` ... has either shape.
+    """
+    if key_alphabet == "unicode":
+        return f"\u043f\u0440\u043e\u0431\u0430 /{idempotency_key}"
+    return f"probe-{idempotency_key}"
+
+
 @dataclass(frozen=True, slots=True)
 class WorkloadOptions:
     """The clients' shape. Validated when constructed."""
@@ -107,6 +129,10 @@ class WorkloadOptions:
     # What counter keys are made of: "ascii" (k000, k001, ...) or "unicode" (see the module
     # docstring: multi-byte UTF-8, and four-byte keys at the key length limit).
     key_alphabet: str = "ascii"
+    # Fraction of increments that are probes: each on a key of its own, verified alone by the
+    # checker, and replayed once on another node. More probes verify more idempotency keys one
+    # by one but leave fewer increments to contend on the shared keys, and add a key each.
+    probe_share: float = 0.25
 
     def __post_init__(self) -> None:
         if not 1 <= self.clients <= 64:
@@ -123,6 +149,8 @@ class WorkloadOptions:
             raise ValueError(f"timeout must be 0 to 60 seconds, got {self.timeout}")
         if not 1 <= self.attempts <= 10:
             raise ValueError(f"attempts must be 1 to 10, got {self.attempts}")
+        if not 0 <= self.probe_share <= 1:
+            raise ValueError(f"probe_share must be in [0, 1], got {self.probe_share}")
         if self.key_alphabet not in KEY_ALPHABETS:
             raise ValueError(
                 f"key_alphabet must be one of {', '.join(KEY_ALPHABETS)}, got {self.key_alphabet!r}"
@@ -173,6 +201,11 @@ class Workload:
         self.acked_seq: dict[str, int] = {}
         #: Adds refused with a definite error (a bug on loopback): "node key: error".
         self.refused: list[str] = []
+        #: Increments sent as probes (each on a key of its own).
+        self.probes = 0
+        #: Outcomes of the probes' deliberate cross-node replays: "replayed" (the node knew the
+        #: key), "applied" (it applied it again: a duplicate copy), "info", "fail".
+        self.probe_replays: Counter[str] = Counter()
         # Each client's generator and increment counter live as long as the workload, so a
         # client that runs again (the next window of a checkpointed run) never reuses a key.
         self._rngs = {i: random.Random(seed * 1_000 + i) for i in range(options.clients)}
@@ -207,6 +240,10 @@ class Workload:
                 amount = rng.randint(1, MAX_AMOUNT)
                 ik = f"s{self.seed}-c{process}-{self._numbers[process]}"
                 self._numbers[process] += 1
+                probe = rng.random() < self.options.probe_share
+                if probe:
+                    key = probe_key(ik, self.options.key_alphabet)
+                    self.probes += 1
                 # Some increments give up after fewer attempts than others, so that the
                 # final phase always has indefinite increments to settle.
                 for attempt in range(rng.randint(1, self.options.attempts)):
@@ -217,6 +254,16 @@ class Workload:
                         break
                     node = rng.choice([n for n in self.nodes if n != node])
                     await asyncio.sleep(min(0.5, 0.05 * 2**attempt))
+                if probe and reply.outcome != "fail":
+                    # After an info the loop has already moved to another node.
+                    if reply.outcome == "ok":
+                        node = rng.choice([n for n in self.nodes if n != node])
+                    again = await self.add(session, process, key, amount, ik, node)
+                    self.probe_replays[
+                        again.outcome
+                        if again.outcome != "ok"
+                        else ("replayed" if again.replayed else "applied")
+                    ] += 1
 
     def _session(self, timeout: float) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
