@@ -361,11 +361,12 @@ class NodeConfig:
         unit="seconds",
         positive=True,
     )
-    # When it is abandoned, V is not raised. Long enough for a node started empty to pull a
-    # large state in one round; a round cut short starts again from V.
+    # When it is cut short, V is not raised; the next round resumes it from its cursor while
+    # the peer still holds what the round began from. Long enough for a node started empty to
+    # pull a large state in one round.
     round_timeout: float = setting(
         600.0,
-        help="seconds a whole pull round may take before it is abandoned",
+        help="seconds a pull round may take before it is cut short (the next one resumes it)",
         group=SYNC,
         unit="seconds",
         positive=True,
@@ -422,6 +423,29 @@ class NodeConfig:
         unit="bytes",
         low=1024,
         high=1 << 20,
+    )
+    # The size of a new round's first page (it learns the peer's vector cheaply) and the floor
+    # of the halving after a page timed out: small enough for a link of a few kbit/s to
+    # deliver one page within the read timeout.
+    min_page_bytes: int = setting(
+        4096,
+        help="smallest sync page this node asks a peer for: a round's first page, and the"
+        " floor when pages that timed out are halved",
+        group=SYNC,
+        unit="bytes",
+        low=1024,
+        high=1 << 20,
+    )
+    # A round whose peer's vector another round (with another peer, begun first) already
+    # brings waits for it while it applies a page at least this often: longer fetches fewer
+    # entries twice, shorter lets a slow peer hold a fast one back less.
+    yield_timeout: float = setting(
+        0.5,
+        help="seconds a round waits for each page of another round that brings everything it"
+        " would, before it goes on itself",
+        group=SYNC,
+        unit="seconds",
+        positive=True,
     )
     # An LRU; misses read SQLite. 0 keeps none.
     cache_keys: int = setting(

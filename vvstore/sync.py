@@ -78,8 +78,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds before a peer that refused our newest format version is asked in it again.
 VERSION_RETRY = 300.0
-#: The smallest page a requester asks for after its pages timed out (halving stops here).
-MIN_PAGE_BYTES = 4096
 #: Seconds between two log lines about the same trouble with one peer.
 TROUBLE_LOG_INTERVAL = 60.0
 # Pages of a peer's retirement map one round may fetch (5,000 retirements each).
@@ -431,7 +429,8 @@ class SyncLoop:
         backoff_cap: float,
         round_timeout: float,
         page_bytes: int = MAX_PAGE_BYTES,
-        progress_timeout: float = 2.0,
+        min_page_bytes: int = 4096,
+        yield_timeout: float = 0.5,
         max_pages: int,
         notice_delay: float,
         rng: random.Random,
@@ -446,7 +445,8 @@ class SyncLoop:
         self.backoff_cap = backoff_cap
         self.round_timeout = round_timeout
         self.page_bytes = page_bytes
-        self.progress_timeout = progress_timeout
+        self.min_page_bytes = min_page_bytes
+        self.yield_timeout = yield_timeout
         self._tickets = itertools.count(1)
         self.max_pages = max_pages
         self.notice_delay = notice_delay
@@ -546,7 +546,7 @@ class SyncLoop:
                 if isinstance(exc, PeerTimeout | TimeoutError):
                     # No byte for a read timeout (or a round over its time): smaller pages.
                     size = link.page_bytes or self.page_bytes
-                    link.page_bytes = max(MIN_PAGE_BYTES, size // 2)
+                    link.page_bytes = max(self.min_page_bytes, size // 2)
                 if not isinstance(exc, PeerError | TimeoutError | OSError):
                     link.pending = None  # not a fault of the link: the next round starts afresh
                 await self._failed(link, exc)
@@ -616,7 +616,8 @@ class SyncLoop:
         # round that began first already brings all of S, this one waits for it (below).
         round_.page_bytes = link.page_bytes
         if round_.result.pages == 0:
-            round_.page_bytes = min(MIN_PAGE_BYTES, link.page_bytes or MIN_PAGE_BYTES)
+            floor = self.min_page_bytes
+            round_.page_bytes = min(floor, link.page_bytes or floor)
         try:
             while not await round_.next_page():
                 if link.active is None and round_.result.snapshot is not None:
@@ -642,8 +643,8 @@ class SyncLoop:
         round's S and keeps making progress: what it brings raises V, and this round's next
         pages, asked with V as it stands, then skip it. Two rounds fetching the same entries at
         once is what this avoids. The wait goes on only while the other round applies a page
-        at least every quarter of the progress timeout (0.5 s by default): a slow, stalled or
-        dead round delays nobody for longer.
+        at least every ``yield_timeout`` seconds: a slow, stalled or dead round delays nobody
+        for longer.
         """
         mine = link.active
         assert mine is not None
@@ -662,7 +663,7 @@ class SyncLoop:
             if blocker is None:
                 return
             try:
-                async with asyncio.timeout(self.progress_timeout / 4):
+                async with asyncio.timeout(self.yield_timeout):
                     await blocker.progress.wait()
             except TimeoutError:
                 return  # it is slow or stalls: go on alone

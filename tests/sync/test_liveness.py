@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 
 from vvstore.codec import Write
-from vvstore.config import NodeConfig
+from vvstore.config import SETTINGS, NodeConfig
 from vvstore.errors import PeerTimeout, PeerUnreachable
 from vvstore.harness.testing import MemoryPeer, Network, open_memory_node
 from vvstore.node import Node
 from vvstore.store import _Switch
-from vvstore.sync import MIN_PAGE_BYTES, PeerLink, PullRound
+from vvstore.sync import PeerLink, PullRound
 from vvstore.wire import Notice, Page, PullRequest
+
+MIN_PAGE_BYTES = next(row.default for row in SETTINGS if row.name == "min_page_bytes")
 
 
 @pytest.fixture
