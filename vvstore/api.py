@@ -62,7 +62,7 @@ from vvstore.errors import (
 from vvstore.idempotency import normalize_idempotency_key
 from vvstore.metrics import CONTENT_TYPE, Metrics
 from vvstore.retirement import Retirements
-from vvstore.routes import HELLO_PATH, ROUTES
+from vvstore.routes import HELLO_PATH, ROUTES, route_for
 from vvstore.signing import (
     CONTENT_HASH_HEADER,
     NODE_HEADER,
@@ -244,7 +244,14 @@ async def _observe(
         seconds = time.perf_counter() - started
         metrics = _service(request).metrics
         route = metrics.observe_request(request.method, request.path, status, seconds)
-        access_log.info("%s %s %s %d %.6fs", request.remote, request.method, route, status, seconds)
+        # Peers' sync calls come every second or so per peer: at DEBUG when they succeed, so
+        # that the INFO log is the clients' requests and whatever went wrong.
+        found = route_for(request.method, request.path)
+        quiet = found is not None and found.credential == "cluster" and status < 400
+        level = logging.DEBUG if quiet else logging.INFO
+        access_log.log(
+            level, "%s %s %s %d %.6fs", request.remote, request.method, route, status, seconds
+        )
 
 
 @web.middleware

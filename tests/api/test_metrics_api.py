@@ -143,3 +143,23 @@ async def test_two_nodes_in_one_process_keep_separate_figures(
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_peers_sync_call_is_logged_at_debug_unless_it_is_refused(
+    client: ApiClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Peers call every second or so: their successful calls stay out of the INFO log."""
+    caplog.set_level(logging.DEBUG, logger="vvstore.access")
+    notice = {"v": 1, "node": "peer", "actor": "peer~0123456789abcdef", "vector": {}}
+    async with client.post("/sync/notice", data=json.dumps(notice)) as r:
+        assert r.status == 200
+    async with client.post("/sync/notice", data=b"{}") as r:
+        assert r.status == 400
+    async with client.get(f"/counters/{KEY}", headers=AUTH) as r:
+        assert r.status == 200
+    records = [(rec.levelno, rec.getMessage().split()[1:4]) for rec in caplog.records]
+    assert records == [
+        (logging.DEBUG, ["POST", "/sync/notice", "200"]),
+        (logging.INFO, ["POST", "/sync/notice", "400"]),
+        (logging.INFO, ["GET", COUNTER, "200"]),
+    ], records
