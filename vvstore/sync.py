@@ -411,11 +411,12 @@ class SyncLoop:
     Per peer, a round every ``interval`` seconds (+-20% jitter), sooner when a notice shows the
     peer has something we lack. A failing peer backs off, doubling from ``interval`` up to
     ``backoff_cap``, with jitter, and resets on success. Each peer has its own task and its own
-    round, so a dead, blackholed or slow peer delays no other; two rounds with different peers
-    rarely fetch the same entries, as each page asks only for what is above V as it stands
-    then. A round interrupted by the link (a timeout, a reset connection, a refused call) is
-    resumed from its cursor by the next one, and a page timeout halves the pages asked for. A
-    failed round is logged with its context and never ends the loop.
+    round, so a dead, blackholed or slow peer delays no other. Two rounds with different peers
+    rarely fetch the same entries: each page asks only for what is above V as it stands then,
+    and a round whose S another round (begun first, and making progress) already brings waits
+    for it (:meth:`_yield_to`). A round interrupted by the link (a timeout, a reset connection,
+    a refused call) is resumed from its cursor by the next one, and a page timeout halves the
+    pages asked for. A failed round is logged with its context and never ends the loop.
     """
 
     def __init__(
