@@ -149,6 +149,8 @@ SERVICE = web.AppKey("service", NodeService)
 TOKEN = web.AppKey("token", TokenAuth)
 CLUSTER = web.AppKey("cluster", ClusterAuth)
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
+#: Whether each request gets an access-log line (the access_log setting).
+ACCESS_LOG = web.AppKey("access_log", bool)
 # The body _auth read and verified, for the handler. aiohttp 3.14 warns on a plain string key
 # in request storage (an error under the test suite's warning filter, so a 500); older
 # versions have no RequestKey.
@@ -244,11 +246,17 @@ async def _observe(
         seconds = time.perf_counter() - started
         metrics = _service(request).metrics
         route = metrics.observe_request(request.method, request.path, status, seconds)
-        # Peers' sync calls come every second or so per peer: at DEBUG when they succeed, so
-        # that the INFO log is the clients' requests and whatever went wrong.
-        found = route_for(request.method, request.path)
-        quiet = found is not None and found.credential == "cluster" and status < 400
-        level = logging.DEBUG if quiet else logging.INFO
+        if request.app[ACCESS_LOG]:
+            _access_line(request, route, status, seconds)
+
+
+def _access_line(request: web.Request, route: str, status: int, seconds: float) -> None:
+    """One access-log line. Peers' sync calls come every second or so per peer: at DEBUG when
+    they succeed, so that the INFO log is the clients' requests and whatever went wrong."""
+    found = route_for(request.method, request.path)
+    quiet = found is not None and found.credential == "cluster" and status < 400
+    level = logging.DEBUG if quiet else logging.INFO
+    if access_log.isEnabledFor(level):
         access_log.log(
             level, "%s %s %s %d %.6fs", request.remote, request.method, route, status, seconds
         )
@@ -556,6 +564,7 @@ def create_app(
     body_timeout: float = 10.0,
     unauthenticated_timeout: float = 5.0,
     unauthenticated_connections: int = 256,
+    access_log: bool = True,
 ) -> web.Application:
     """The aiohttp application for ``service``: every route of :data:`vvstore.routes.ROUTES`.
 
@@ -568,6 +577,7 @@ def create_app(
     app = web.Application(middlewares=[_observe, _auth, _errors], client_max_size=SYNC_BODY_LIMIT)
     app[SERVICE] = service
     app[BODY_TIMEOUT] = body_timeout
+    app[ACCESS_LOG] = access_log
     app[GUARD] = ConnectionGuard(timeout=unauthenticated_timeout, limit=unauthenticated_connections)
     app[_REFUSALS_LOGGED] = {}
     if token is not None:

@@ -322,6 +322,7 @@ def node_app(config: NodeConfig) -> web.Application:
         body_timeout=config.body_timeout,
         unauthenticated_timeout=config.unauthenticated_timeout,
         unauthenticated_connections=config.unauthenticated_connections,
+        access_log=config.access_log == "on",
     )
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -163,3 +163,17 @@ async def test_a_peers_sync_call_is_logged_at_debug_unless_it_is_refused(
         (logging.INFO, ["POST", "/sync/notice", "400"]),
         (logging.INFO, ["GET", COUNTER, "200"]),
     ], records
+
+
+async def test_access_log_off_writes_no_line_and_still_counts(
+    node: Node, aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    quiet = await aiohttp_client(
+        create_app(node, token=TokenAuth(TOKEN.encode()), access_log=False)
+    )
+    caplog.set_level(logging.DEBUG, logger="vvstore.access")
+    async with quiet.post(f"/counters/{KEY}", json={"amount": 1}, headers=AUTH) as r:
+        assert r.status == 200
+    assert not [rec for rec in caplog.records if rec.name == "vvstore.access"]
+    seen = await scrape(quiet)
+    assert requests(seen, route=COUNTER, method="POST", status="200") == 1
