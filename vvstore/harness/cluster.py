@@ -279,17 +279,32 @@ class Cluster:
         began = loop.time()
         watched = [n for n in (names or self.names) if self.running(n)]
         seen: dict[str, Any] = {}
+        differ: dict[str, dict[str, int | None]] = {}
+        rules: dict[str, Any] = {}
         while loop.time() - began < timeout:
             statuses = await asyncio.gather(*(self.status(n) for n in watched))
             seen = {n: (s or {}).get("version") for n, s in zip(watched, statuses, strict=True)}
+            rules = {
+                n: (s or {}).get("exactly_once") for n, s in zip(watched, statuses, strict=True)
+            }
             versions = list(seen.values())
             if None not in versions and all(v == versions[0] for v in versions):
                 values = await asyncio.gather(*(self.values(n) for n in watched))
                 if None not in values and all(v == values[0] for v in values):
                     return loop.time() - began
+                keys = sorted({k for v in values if v for k in v})
+                differ = {
+                    k: {n: (v or {}).get(k) for n, v in zip(watched, values, strict=True)}
+                    for k in keys
+                    if len({(v or {}).get(k) for v in values}) > 1
+                }
             await asyncio.sleep(CONVERGE_POLL_S)
         tails = "\n".join(self.log_tail(n) for n in watched)
-        raise TimeoutError(f"not converged after {timeout} s; versions {seen}\n{tails}")
+        shown = dict(list(differ.items())[:5])
+        raise TimeoutError(
+            f"not converged after {timeout} s; versions {seen}; values that differ {shown};"
+            f" exactly-once rules {rules}\n{tails}"
+        )
 
     def data_dir(self, name: str) -> Path:
         return self.workdir / "data" / name
